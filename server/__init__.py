@@ -1,0 +1,1 @@
+"""tunduk security server: proxies, message pipeline, configuration, message log."""
