@@ -1,0 +1,168 @@
+"""The consumer's security server (client proxy), as named steps with no I/O.
+
+prepare():  parse → check the client is ours → find the provider's servers →
+            state the request digest → sign → log
+finish():   parse the peer's answer → pass peer faults through → verify signature →
+            check signer is the provider → check consistency and requestHash → log →
+            strip the security header
+The edge (edges/client_proxy.py) does the HTTP between the two calls.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from lxml import etree
+
+from ..conf.model import SecurityServer, ServerConf
+from . import errors, exchange, signing
+from .envelope import (Envelope, envelope_from_tree, parse_envelope, parse_xml,
+                       serialize, split_envelope)
+from .errors import XRoadError
+from .records import make_record
+
+SIGNED_CONTENT_TYPE = "text/xml; charset=utf-8"
+WSSE_SECURITY = ("{http://docs.oasis-open.org/wss/2004/01/"
+                 "oasis-200401-wss-wssecurity-secext-1.0.xsd}Security")
+_CONSISTENT_FIELDS = ("client", "service", "id", "user_id", "issue", "protocol_version")
+
+
+@dataclass
+class PendingExchange:
+    """A signed request on its way to the provider, and what the answer must match."""
+
+    request: Envelope
+    request_hash: str
+    body: bytes                  # signed envelope to send
+    targets: tuple[SecurityServer, ...]
+    soap_action: Optional[str]
+
+
+def check_content_type(content_type: Optional[str]) -> None:
+    media = (content_type or "").split(";")[0].strip().lower()
+    if media in ("text/xml", "application/xml", "application/soap+xml"):
+        if media == "application/soap+xml":
+            raise XRoadError(errors.INVALID_CONTENT_TYPE,
+                             "application/soap+xml is SOAP 1.2; send SOAP 1.1 as text/xml")
+        return
+    if media.startswith("multipart/"):
+        raise XRoadError(errors.INVALID_CONTENT_TYPE,
+                         "messages with attachments (multipart) are not supported yet: "
+                         "send a plain SOAP message as text/xml")
+    raise XRoadError(errors.INVALID_CONTENT_TYPE,
+                     f"Content-Type {content_type or '(none)'!r} is not a SOAP 1.1 message: "
+                     "POST the X-Road request as text/xml; charset=utf-8")
+
+
+class ClientSide:
+    def __init__(self, conf: ServerConf, signer: "signing.SigningKey",
+                 trust: "signing.TrustAnchor", log) -> None:
+        self.conf = conf
+        self.signer = signer
+        self.trust = trust
+        self.log = log
+
+    # -- request ------------------------------------------------------------------
+    def prepare(self, raw: bytes, content_type: Optional[str],
+                soap_action: Optional[str] = None) -> PendingExchange:
+        check_content_type(content_type)
+        self.log.check_accepting()
+        env = parse_envelope(raw, content_type, request=True)
+        self.check_client(env)
+        targets = self.find_provider_servers(env)
+        digest = exchange.request_hash(raw)
+        digest_el = exchange.add_request_digest(env.header, digest)
+        signing.sign_envelope(env.root, self.signer, list(env.xroad.elements) + [digest_el])
+        body = serialize(env.root)
+        self.log.log(make_record(env, body, direction="request", side="client",
+                                 cert_der=self.signer.cert_der))
+        return PendingExchange(env, digest, body, targets, soap_action)
+
+    def check_client(self, env: Envelope) -> None:
+        client = env.xroad.client
+        if not self.conf.is_own_client(client):
+            own = ", ".join(str(c) for c in self.conf.clients) or "(none)"
+            raise XRoadError(errors.UNKNOWN_MEMBER,
+                             f"client {client} is not registered on this security server "
+                             f"(SERVER:{self.conf.owner}/{self.conf.server_code}); its "
+                             f"clients are: {own}")
+
+    def find_provider_servers(self, env: Envelope) -> tuple[SecurityServer, ...]:
+        service = env.xroad.service
+        fed = self.conf.federation
+        if service.instance != fed.instance:
+            raise XRoadError(errors.UNKNOWN_MEMBER,
+                             f"service {service} is in instance {service.instance!r}; this "
+                             f"federation is {fed.instance!r} (no federation with other "
+                             "instances is configured)")
+        if not fed.has_client(service.provider):
+            raise XRoadError(errors.UNKNOWN_MEMBER,
+                             f"the provider {service.provider} of service {service} is not "
+                             "a member or subsystem in the federation configuration")
+        servers = fed.servers_of(service.member)
+        if not servers:
+            raise XRoadError(errors.UNKNOWN_MEMBER,
+                             f"no security server is registered for member {service.member}")
+        return servers
+
+    # -- response -----------------------------------------------------------------
+    def finish(self, pending: PendingExchange, raw: bytes,
+               content_type: Optional[str], status: int) -> bytes:
+        try:
+            root = parse_xml(raw, content_type)
+            header, body = split_envelope(root)
+        except XRoadError as exc:
+            raise XRoadError(errors.INVALID_RESPONSE,
+                             f"the provider's security server answered HTTP {status} with "
+                             f"something that is not a SOAP message: {exc.message}") from None
+        if not _has_security_header(header):
+            fault = _fault_code(body)
+            if fault is not None:
+                # A technical fault from the peer's server proxy (unsigned; the mutual
+                # TLS channel authenticates it): passed through unchanged.
+                raise errors.PeerFault(raw, content_type or SIGNED_CONTENT_TYPE, status, fault)
+        env = envelope_from_tree(root, request=False)
+        verified = signing.verify_envelope(root, self.trust, env.signed_parts())
+        service = pending.request.xroad.service
+        signer = signing.cert_member_id(verified.cert)
+        if signer != service.member:
+            raise XRoadError(errors.INCORRECT_CERTIFICATE,
+                             f"the response is signed by {signer}, not by the service "
+                             f"provider {service.member}")
+        self.check_consistency(pending, env)
+        self.log.log(make_record(env, raw, direction="response", side="client",
+                                 cert_der=verified.cert_der,
+                                 service=str(service)))
+        signing.strip_security(root)
+        return serialize(root)
+
+    @staticmethod
+    def check_consistency(pending: PendingExchange, env: Envelope) -> None:
+        req, resp = pending.request.xroad, env.xroad
+        for field in _CONSISTENT_FIELDS:
+            if getattr(req, field) != getattr(resp, field):
+                raise XRoadError(errors.INCONSISTENT_RESPONSE,
+                                 f"the response's X-Road header {field} "
+                                 f"({getattr(resp, field)}) differs from the request's "
+                                 f"({getattr(req, field)})")
+        if resp.request_hash is None:
+            raise XRoadError(errors.INVALID_REQUEST_HASH,
+                             "the response carries no xroad:requestHash")
+        if resp.request_hash != pending.request_hash or \
+                resp.request_hash_algorithm != exchange.SHA512_URI:
+            raise XRoadError(errors.INVALID_REQUEST_HASH,
+                             "the response's xroad:requestHash does not match the request "
+                             "this server sent: the response answers another request")
+
+
+def _has_security_header(header: Optional[etree._Element]) -> bool:
+    return header is not None and header.find(WSSE_SECURITY) is not None
+
+
+def _fault_code(body: etree._Element) -> Optional[str]:
+    for child in body:
+        if isinstance(child.tag, str):
+            if etree.QName(child).localname == "Fault":
+                return (child.findtext("faultcode") or "").strip()
+            return None
+    return None

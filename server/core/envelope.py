@@ -1,0 +1,236 @@
+"""The one hardened XML parser, the SOAP 1.1 envelope and the X-Road headers in it.
+
+Strict about structure (one Envelope, at most one Header before one Body, each X-Road
+header at most once, identifiers well formed), tolerant about form (any prefixes,
+bare-hex ids, userId without a country prefix), as X-Road clients expect.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Optional
+
+from lxml import etree
+
+from . import errors
+from .identifiers import XROAD_NS, ClientId, ServiceId, client_from_xml, service_from_xml
+
+SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
+SOAP12_NS = "http://www.w3.org/2003/05/soap-envelope"
+ENVELOPE = f"{{{SOAP_NS}}}Envelope"
+HEADER = f"{{{SOAP_NS}}}Header"
+BODY = f"{{{SOAP_NS}}}Body"
+FAULT = f"{{{SOAP_NS}}}Fault"
+
+# X-Road header local names, in the order X-Road writes them.
+XROAD_HEADERS = ("client", "service", "id", "userId", "issue", "protocolVersion",
+                 "requestHash")
+REQUEST_HASH = f"{{{XROAD_NS}}}requestHash"
+MAX_MESSAGE_BYTES = 50 * 1024 * 1024
+
+
+@functools.lru_cache(maxsize=16)
+def _parser(encoding: Optional[str]) -> etree.XMLParser:
+    # No DTDs, no entities, no network: XXE and billion-laughs are refused by
+    # construction.  ``huge_tree`` stays off (lxml's depth/size limits apply).
+    return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
+                           dtd_validation=False, huge_tree=False, encoding=encoding,
+                           remove_comments=False)
+
+
+def charset_of(content_type: Optional[str]) -> Optional[str]:
+    """The charset parameter of a Content-Type, lower-cased, or None."""
+    if not content_type:
+        return None
+    for param in content_type.split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"').lower() or None
+    return None
+
+
+def parse_xml(data: bytes, content_type: Optional[str] = None) -> etree._Element:
+    """Parse bytes with the hardened parser; DOCTYPEs are refused outright."""
+    charset = charset_of(content_type)
+    if charset in ("utf-8", "utf8"):
+        charset = None
+    if data.startswith(b"\xef\xbb\xbf"):
+        data, charset = data[3:], None
+    try:
+        root = etree.fromstring(data, _parser(charset))
+    except etree.XMLSyntaxError as exc:
+        raise errors.XRoadError(errors.INVALID_XML,
+                                f"the message is not well-formed XML: {exc}") from None
+    except (LookupError, ValueError) as exc:
+        raise errors.XRoadError(errors.INVALID_XML, f"cannot decode the message: {exc}") from None
+    if root.getroottree().docinfo.doctype:
+        raise errors.XRoadError(errors.INVALID_XML,
+                                "DOCTYPE declarations are not allowed in messages")
+    return root
+
+
+@dataclass(frozen=True)
+class XRoadHeaders:
+    client: ClientId
+    service: Optional[ServiceId]
+    id: str
+    user_id: Optional[str]
+    issue: Optional[str]
+    protocol_version: str
+    request_hash: Optional[str]
+    request_hash_algorithm: Optional[str]
+    # The header elements themselves, in document order: these, and nothing else, are
+    # what gets signed, verified and copied into responses.
+    elements: tuple
+
+
+@dataclass
+class Envelope:
+    root: etree._Element
+    header: Optional[etree._Element]
+    body: etree._Element
+    xroad: XRoadHeaders
+
+    @property
+    def payload(self) -> Optional[etree._Element]:
+        """The Body's single wrapper element (None for an empty Body)."""
+        for child in self.body:
+            if isinstance(child.tag, str):
+                return child
+        return None
+
+    @property
+    def is_fault(self) -> bool:
+        p = self.payload
+        return p is not None and p.tag == FAULT
+
+    def signed_parts(self) -> list:
+        """Elements a signature must cover: every X-Road header, then the Body."""
+        return list(self.xroad.elements) + [self.body]
+
+
+def _elements(parent: etree._Element) -> list:
+    return [c for c in parent if isinstance(c.tag, str)]
+
+
+def split_envelope(root: etree._Element) -> tuple[Optional[etree._Element], etree._Element]:
+    """Header (or None) and Body of a SOAP 1.1 envelope, checking its structure."""
+    if root.tag != ENVELOPE:
+        if root.tag == f"{{{SOAP12_NS}}}Envelope":
+            raise errors.XRoadError(errors.INVALID_SOAP,
+                                    "SOAP 1.2 is not supported: send a SOAP 1.1 envelope "
+                                    f"(namespace {SOAP_NS})")
+        raise errors.XRoadError(errors.INVALID_SOAP,
+                                f"the root element is {etree.QName(root).text}, expected a "
+                                f"SOAP 1.1 Envelope (namespace {SOAP_NS})")
+    children = _elements(root)
+    header = body = None
+    for i, child in enumerate(children):
+        if child.tag == HEADER and header is None and body is None and i == 0:
+            header = child
+        elif child.tag == BODY and body is None:
+            body = child
+        else:
+            raise errors.XRoadError(
+                errors.INVALID_SOAP,
+                f"unexpected element {etree.QName(child).text} in the Envelope: expected "
+                "an optional Header followed by exactly one Body")
+    if body is None:
+        raise errors.XRoadError(errors.INVALID_SOAP, "the SOAP Envelope has no Body")
+    return header, body
+
+
+def _text(el: etree._Element, name: str) -> str:
+    if len(el):
+        raise errors.XRoadError(errors.INVALID_MESSAGE, f"xroad:{name} must be text only")
+    value = (el.text or "").strip()
+    if not value:
+        raise errors.XRoadError(errors.MISSING_HEADER_FIELD, f"xroad:{name} is empty")
+    return value
+
+
+def read_xroad_headers(header: Optional[etree._Element], *, request: bool) -> XRoadHeaders:
+    found: dict[str, etree._Element] = {}
+    order = []
+    if header is not None:
+        for child in _elements(header):
+            q = etree.QName(child)
+            if q.namespace != XROAD_NS:
+                continue
+            if q.localname not in XROAD_HEADERS:
+                continue  # other X-Road elements (e.g. representedParty) ride along
+            if q.localname in found:
+                raise errors.XRoadError(errors.DUPLICATE_HEADER_FIELD,
+                                        f"the SOAP Header has xroad:{q.localname} twice")
+            found[q.localname] = child
+            order.append(child)
+    required = ("client", "service", "id", "protocolVersion") if request else (
+        "client", "id", "protocolVersion")
+    missing = [n for n in required if n not in found]
+    if missing:
+        raise errors.XRoadError(
+            errors.MISSING_HEADER_FIELD,
+            "the SOAP Header lacks " + ", ".join(f"xroad:{n}" for n in missing)
+            + f" (namespace {XROAD_NS})")
+    version = _text(found["protocolVersion"], "protocolVersion")
+    if not (version == "4" or version.startswith("4.")):
+        raise errors.XRoadError(errors.INVALID_PROTOCOL_VERSION,
+                                f"xroad:protocolVersion is {version!r}; this server speaks "
+                                "X-Road message protocol 4.x (send 4.0)")
+    service = service_from_xml(found["service"]) if "service" in found else None
+    rh = found.get("requestHash")
+    return XRoadHeaders(
+        client=client_from_xml(found["client"]),
+        service=service,
+        id=_text(found["id"], "id"),
+        user_id=_text(found["userId"], "userId") if "userId" in found else None,
+        issue=_text(found["issue"], "issue") if "issue" in found else None,
+        protocol_version=version,
+        request_hash=_text(rh, "requestHash") if rh is not None else None,
+        request_hash_algorithm=rh.get("algorithmId") if rh is not None else None,
+        elements=tuple(order),
+    )
+
+
+def parse_envelope(data: bytes, content_type: Optional[str] = None, *,
+                   request: bool = True) -> Envelope:
+    """Parse and check an X-Road SOAP message (request or response)."""
+    root = parse_xml(data, content_type)
+    return envelope_from_tree(root, request=request)
+
+
+def envelope_from_tree(root: etree._Element, *, request: bool = True) -> Envelope:
+    header, body = split_envelope(root)
+    xroad = read_xroad_headers(header, request=request)
+    env = Envelope(root, header, body, xroad)
+    payload_elements = _elements(body)
+    if len(payload_elements) > 1:
+        raise errors.XRoadError(errors.INVALID_BODY,
+                                "the SOAP Body must hold exactly one wrapper element, "
+                                f"found {len(payload_elements)}")
+    if request:
+        if not payload_elements:
+            raise errors.XRoadError(errors.INVALID_BODY, "the SOAP Body is empty: it must "
+                                    f"hold the request wrapper <{xroad.service.service_code}>")
+        local = etree.QName(payload_elements[0]).localname
+        if local != xroad.service.service_code:
+            raise errors.XRoadError(
+                errors.INVALID_BODY,
+                f"the Body's wrapper element is <{local}> but xroad:service names "
+                f"service code {xroad.service.service_code!r}: they must be equal")
+    return env
+
+
+def fault_of(env: Envelope) -> Optional[tuple[str, str]]:
+    """(faultcode, faultstring) if the Body is a SOAP Fault."""
+    p = env.payload
+    if p is None or p.tag != FAULT:
+        return None
+    code = p.findtext("faultcode") or ""
+    text = p.findtext("faultstring") or ""
+    return code.strip(), text.strip()
+
+
+def serialize(root: etree._Element) -> bytes:
+    """UTF-8 bytes with an XML declaration: the one way the server writes messages."""
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")

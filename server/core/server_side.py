@@ -1,0 +1,157 @@
+"""The provider's security server (server proxy), as named steps with no I/O.
+
+accept():   parse → TLS peer is a server of the client's member → verify signature →
+            signer is the client's member → service is ours → access → log →
+            the request for the backend (security headers removed)
+respond():  parse the backend's answer → X-Road headers consistent (or copied) →
+            requestHash → sign → log
+The edge (edges/server_proxy.py) does the HTTP around and between the two calls.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+from dataclasses import dataclass
+from typing import Optional
+
+from lxml import etree
+
+from ..conf.model import LocalService, ServerConf
+from . import access, errors, exchange, signing
+from .envelope import (BODY, HEADER, REQUEST_HASH, Envelope, envelope_from_tree,
+                       parse_envelope, parse_xml, read_xroad_headers, serialize,
+                       split_envelope)
+from .errors import XRoadError
+from .identifiers import XROAD_NS
+from .records import make_record
+
+BACKEND_CONTENT_TYPE = "text/xml; charset=utf-8"
+_CONSISTENT_FIELDS = ("client", "service", "id", "user_id", "issue", "protocol_version")
+
+
+@dataclass
+class AcceptedRequest:
+    request: Envelope
+    service: LocalService
+    request_digest: str
+    backend_body: bytes          # the client's message, security headers removed
+
+
+class ServerSide:
+    def __init__(self, conf: ServerConf, signer: "signing.SigningKey",
+                 trust: "signing.TrustAnchor", log) -> None:
+        self.conf = conf
+        self.signer = signer
+        self.trust = trust
+        self.log = log
+
+    # -- request ------------------------------------------------------------------
+    def accept(self, raw: bytes, content_type: Optional[str],
+               peer_cert_der: Optional[bytes]) -> AcceptedRequest:
+        self.log.check_accepting()
+        env = parse_envelope(raw, content_type, request=True)
+        self.check_peer(env, peer_cert_der)
+        digest_el = exchange.find_request_digest(env.header)
+        verified = signing.verify_envelope(env.root, self.trust,
+                                           list(env.xroad.elements) + [digest_el, env.body])
+        signer = signing.cert_member_id(verified.cert)
+        if signer != env.xroad.client.member:
+            raise XRoadError(errors.INCORRECT_CERTIFICATE,
+                             f"the request is signed by {signer}, but xroad:client is "
+                             f"{env.xroad.client}: a member can only sign for itself")
+        service = self.find_service(env)
+        self.check_access(env)
+        self.log.log(make_record(env, raw, direction="request", side="server",
+                                 cert_der=verified.cert_der))
+        digest = digest_el.text.strip()
+        signing.strip_security(env.root)
+        env.header.remove(digest_el)
+        return AcceptedRequest(env, service, digest, serialize(env.root))
+
+    def check_peer(self, env: Envelope, peer_cert_der: Optional[bytes]) -> None:
+        member = env.xroad.client.member
+        if not peer_cert_der:
+            raise XRoadError(errors.SSL_AUTHENTICATION_FAILED,
+                             "no TLS client certificate was presented")
+        fingerprint = hashlib.sha256(peer_cert_der).hexdigest()
+        for server in self.conf.federation.servers_of(member):
+            if fingerprint in server.auth_cert_sha256:
+                return
+        raise XRoadError(errors.SSL_AUTHENTICATION_FAILED,
+                         f"the TLS client certificate (sha256 {fingerprint[:16]}…) is not "
+                         f"registered for any security server of member {member}")
+
+    def find_service(self, env: Envelope) -> LocalService:
+        sid = env.xroad.service
+        local = self.conf.services.get(sid.without_version())
+        if local is None:
+            raise XRoadError(errors.UNKNOWN_SERVICE,
+                             f"service {sid} is not provided by this security server "
+                             f"(SERVER:{self.conf.owner}/{self.conf.server_code})")
+        if sid.version and local.id.version and sid.version != local.id.version:
+            raise XRoadError(errors.UNKNOWN_SERVICE,
+                             f"service {sid.without_version()} exists in version "
+                             f"{local.id.version}, not {sid.version}")
+        return local
+
+    def check_access(self, env: Envelope) -> None:
+        if not access.is_allowed(self.conf, env.xroad.client, env.xroad.service):
+            raise XRoadError(errors.ACCESS_DENIED,
+                             f"client {env.xroad.client} is not allowed to use service "
+                             f"{env.xroad.service.without_version()}: ask the provider to "
+                             "grant access")
+
+    # -- response -----------------------------------------------------------------
+    def respond(self, accepted: AcceptedRequest, raw: bytes,
+                content_type: Optional[str], status: int) -> bytes:
+        try:
+            root = parse_xml(raw, content_type)
+            header, body = split_envelope(root)
+        except XRoadError as exc:
+            raise XRoadError(errors.INVALID_RESPONSE,
+                             f"the service answered HTTP {status} with something that is "
+                             f"not a SOAP message: {exc.message}") from None
+        if not any(isinstance(c.tag, str) for c in body):
+            raise XRoadError(errors.MISSING_BODY, "the service's response has an empty Body")
+        if header is None:
+            header = etree.Element(HEADER)
+            root.insert(0, header)
+        self.align_headers(accepted.request, header)
+        hash_el = etree.SubElement(header, REQUEST_HASH, nsmap={"xrd": XROAD_NS})
+        hash_el.set("algorithmId", exchange.SHA512_URI)
+        hash_el.text = accepted.request_digest
+        env = envelope_from_tree(root, request=False)
+        signing.sign_envelope(root, self.signer, list(env.xroad.elements))
+        signed = serialize(root)
+        self.log.log(make_record(env, signed, direction="response", side="server",
+                                 cert_der=self.signer.cert_der,
+                                 service=str(accepted.request.xroad.service)))
+        return signed
+
+    @staticmethod
+    def align_headers(request: Envelope, header: etree._Element) -> None:
+        """Make the response carry the request's X-Road headers, in order.
+
+        Services should echo them; if one sends none we copy them (many backends
+        cannot), but a service that echoes different values is an error.
+        """
+        for old in header.findall(REQUEST_HASH):
+            header.remove(old)       # the service's own value is replaced
+        has_xroad = any(isinstance(c.tag, str) and etree.QName(c).namespace == XROAD_NS
+                        for c in header)
+        if not has_xroad:
+            for el in request.xroad.elements:
+                header.append(copy.deepcopy(el))
+            return
+        try:
+            resp = read_xroad_headers(header, request=False)
+        except XRoadError as exc:
+            raise XRoadError(errors.INCONSISTENT_RESPONSE,
+                             f"the service's response has invalid X-Road headers: "
+                             f"{exc.message}") from None
+        for field in _CONSISTENT_FIELDS:
+            if getattr(resp, field) != getattr(request.xroad, field):
+                raise XRoadError(errors.INCONSISTENT_RESPONSE,
+                                 f"the service changed X-Road header {field}: request has "
+                                 f"{getattr(request.xroad, field)}, response has "
+                                 f"{getattr(resp, field)}")

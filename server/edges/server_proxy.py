@@ -1,0 +1,47 @@
+"""WSGI edge of the provider's security server: peers POST signed requests over mutual TLS."""
+from __future__ import annotations
+
+import ssl
+from typing import Optional
+
+from ..core import errors
+from ..core.envelope import MAX_MESSAGE_BYTES
+from ..core.errors import Origin, XRoadError
+from ..core.server_side import BACKEND_CONTENT_TYPE, ServerSide
+from .backend import Backends
+from .wsgi_util import internal_error, read_body, respond, respond_error
+
+ORIGIN = Origin.SERVER_PROXY
+
+
+def peer_cert_der(environ: dict) -> Optional[bytes]:
+    pem = environ.get("SSL_CLIENT_CERT")
+    return ssl.PEM_cert_to_DER_cert(pem) if pem else None
+
+
+class ServerProxyApp:
+    def __init__(self, side: ServerSide, backends: Backends,
+                 max_bytes: int = MAX_MESSAGE_BYTES) -> None:
+        self.side = side
+        self.backends = backends
+        self.max_bytes = max_bytes
+
+    def __call__(self, environ, start_response):
+        accepted = None
+        try:
+            if environ.get("REQUEST_METHOD") != "POST":
+                raise XRoadError(errors.INVALID_HTTP_METHOD,
+                                 "the server proxy accepts only POST", http_status=405)
+            raw = read_body(environ, self.max_bytes)
+            accepted = self.side.accept(raw, environ.get("CONTENT_TYPE"),
+                                        peer_cert_der(environ))
+            resp = self.backends.call(accepted.service, accepted.backend_body,
+                                      BACKEND_CONTENT_TYPE, environ.get("HTTP_SOAPACTION"))
+            body = self.side.respond(accepted, resp.body, resp.headers.get("content-type"),
+                                     resp.status)
+            return respond(start_response, 200, body, BACKEND_CONTENT_TYPE)
+        except XRoadError as err:
+            headers = accepted.request.xroad.elements if accepted is not None else None
+            return respond_error(start_response, err, ORIGIN, headers)
+        except Exception as exc:
+            return respond_error(start_response, internal_error(exc), ORIGIN)

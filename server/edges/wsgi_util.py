@@ -1,0 +1,61 @@
+"""Small WSGI helpers shared by the proxies: read the body, answer, answer a fault."""
+from __future__ import annotations
+
+import logging
+from typing import Iterable, Optional
+
+from ..core import errors
+from ..core.errors import Origin, XRoadError
+from ..core.faults import FAULT_CONTENT_TYPE, error_to_fault
+
+log = logging.getLogger("tunduk")
+_REASONS = {200: "200 OK", 400: "400 Bad Request", 404: "404 Not Found",
+            405: "405 Method Not Allowed", 413: "413 Payload Too Large",
+            500: "500 Internal Server Error"}
+
+
+def status_line(code: int) -> str:
+    return _REASONS.get(code) or f"{code} Status"
+
+
+def read_body(environ: dict, limit: int) -> bytes:
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise XRoadError(errors.INVALID_MESSAGE, "invalid Content-Length header") from None
+    if length > limit:
+        raise XRoadError(errors.MESSAGE_TOO_LARGE,
+                         f"the message is {length} bytes; the limit is {limit}")
+    stream = environ["wsgi.input"]
+    if length:
+        return stream.read(length)
+    if environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
+        data = stream.read(limit + 1)
+        if len(data) > limit:
+            raise XRoadError(errors.MESSAGE_TOO_LARGE, f"the message exceeds {limit} bytes")
+        return data
+    return b""
+
+
+def respond(start_response, status: int, body: bytes, content_type: str,
+            extra: Optional[list] = None) -> Iterable[bytes]:
+    headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+    if extra:
+        headers.extend(extra)
+    start_response(status_line(status), headers)
+    return [body]
+
+
+def respond_error(start_response, err: XRoadError, origin: Origin,
+                  headers=None) -> Iterable[bytes]:
+    code, body = error_to_fault(err, origin, headers)
+    log.warning("fault %s [%s]: %s", code, err.detail_id, err.message)
+    return respond(start_response, err.http_status, body, FAULT_CONTENT_TYPE)
+
+
+def internal_error(exc: BaseException) -> XRoadError:
+    err = XRoadError(errors.INTERNAL_ERROR,
+                     "internal error in the security server; the operator can find "
+                     "details in the server log by the id in faultDetail")
+    log.error("internal error [%s]", err.detail_id, exc_info=exc)
+    return err

@@ -1,0 +1,160 @@
+"""Attacks on the server proxy, sent over real mutual TLS: each must fail with its fault.
+
+The attacker holds a TLS client certificate registered for the consumer's security
+server (a compromised peer or a replaying middlebox) unless the test says otherwise, and
+crafts the signed request itself.
+"""
+from __future__ import annotations
+
+import copy
+import ssl
+
+import pytest
+from lxml import etree
+
+from tests.http_helpers import post
+from tests.xroad_requests import request
+from tunduk.server import pki
+from tunduk.server.core.client_side import ClientSide
+from tunduk.server.core.identifiers import MemberId
+from tunduk.server.core.signing import SigningKey, TrustAnchor
+from tunduk.server.messagelog import NullLog
+
+SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
+WSU_ID = "{http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd}Id"
+ACCESS = [{"service": "registry/getBirthRecord", "clients": ["KG/GOV/70000002/centre"]}]
+
+
+@pytest.fixture
+def fed(run_federation, echo_backend):
+    svc = {"subsystem": "registry", "code": "getBirthRecord", "version": "v1",
+           "url": echo_backend.url}
+    return run_federation(services=[svc], access=ACCESS)
+
+
+def tls_context(fed, cert=None, key=None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(fed.files.ca.cert))
+    ctx.check_hostname = False
+    if cert is not False:
+        ctx.load_cert_chain(str(cert or fed.files.consumer.auth_cert),
+                            str(key or fed.files.consumer.auth_key))
+    return ctx
+
+
+def signed_request(fed, signer: SigningKey | None = None, raw: bytes | None = None) -> bytes:
+    conf = fed.files.consumer.conf()
+    signer = signer or SigningKey.load(conf.keys.sign_key, conf.keys.sign_cert)
+    side = ClientSide(conf, signer, TrustAnchor.from_pem(conf.federation.ca_certs_pem),
+                      NullLog())
+    return side.prepare(raw or request(), "text/xml").body
+
+
+def server_proxy_url(fed) -> str:
+    host, port = fed.provider.server_proxy_address
+    return f"https://{host}:{port}/"
+
+
+def send(fed, body: bytes, ctx=None):
+    return post(server_proxy_url(fed), body, context=ctx or tls_context(fed))
+
+
+def test_untampered_request_is_accepted(fed):
+    reply = send(fed, signed_request(fed))
+    assert reply.status == 200, reply.body
+    assert reply.fault_code is None
+
+
+def test_tampered_body(fed):
+    body = signed_request(fed).replace(b"21205199900011", b"21205199900099")
+    reply = send(fed, body)
+    assert reply.fault_code == "Server.ServerProxy.InvalidSignatureValue"
+
+
+def test_tampered_header(fed):
+    body = signed_request(fed).replace(b"KG12345678901234", b"KG99999999999999")
+    assert send(fed, body).fault_code == "Server.ServerProxy.InvalidSignatureValue"
+
+
+def test_signature_moved_to_wrap_forged_body(fed):
+    root = etree.fromstring(signed_request(fed))
+    header = root.find(f"{{{SOAP}}}Header")
+    body = root.find(f"{{{SOAP}}}Body")
+    forged = copy.deepcopy(body)
+    forged[0][0].text = "21205199900099"
+    wrapper = etree.SubElement(header, "Wrapper")
+    root.remove(body)
+    wrapper.append(body)          # the signed original, hidden in the header
+    root.append(forged)           # same wsu:Id, forged content where the service reads
+    reply = send(fed, etree.tostring(root))
+    assert reply.fault_code == "Server.ServerProxy.InvalidSignature"
+
+
+def test_forged_body_with_other_id_and_signed_original_kept(fed):
+    root = etree.fromstring(signed_request(fed))
+    body = root.find(f"{{{SOAP}}}Body")
+    forged = copy.deepcopy(body)
+    forged.set(WSU_ID, "forged")
+    forged[0][0].text = "21205199900099"
+    header = root.find(f"{{{SOAP}}}Header")
+    header.append(body)
+    root.append(forged)
+    assert send(fed, etree.tostring(root)).fault_code == "Server.ServerProxy.InvalidSignature"
+
+
+def test_unsigned_request(fed):
+    assert send(fed, request()).fault_code in (
+        "Server.ServerProxy.InvalidMessage", "Server.ServerProxy.InvalidSignature")
+
+
+def test_signing_certificate_from_another_ca(fed, tmp_path):
+    ca_key, ca_cert = pki.create_ca(tmp_path / "rogue", name="rogue CA")
+    key, cert = tmp_path / "s.key", tmp_path / "s.pem"
+    pki.issue_sign_cert(ca_key, ca_cert, MemberId.parse("KG/GOV/70000002"),
+                        "Public Service Centre", key, cert, "ec")
+    body = signed_request(fed, SigningKey.load(key, cert))
+    assert send(fed, body).fault_code == "Server.ServerProxy.CertValidation"
+
+
+def test_signed_by_another_member(fed):
+    p = fed.files.provider
+    body = signed_request(fed, SigningKey.load(p.sign_key, p.sign_cert))
+    assert send(fed, body).fault_code == "Server.ServerProxy.IncorrectCertificate"
+
+
+def test_tls_client_certificate_not_registered(fed, tmp_path):
+    key, cert = tmp_path / "a.key", tmp_path / "a.pem"
+    pki.issue_auth_cert(fed.files.ca.key, fed.files.ca.cert,
+                        MemberId.parse("KG/GOV/70000002"), "Public Service Centre", "ss9",
+                        key, cert, "ec")
+    reply = send(fed, signed_request(fed), tls_context(fed, cert, key))
+    assert reply.fault_code == "Server.ServerProxy.SslAuthenticationFailed"
+
+
+def test_tls_client_certificate_of_another_member(fed):
+    p = fed.files.provider  # registered, but for the provider, not the client's member
+    reply = send(fed, signed_request(fed), tls_context(fed, p.auth_cert, p.auth_key))
+    assert reply.fault_code == "Server.ServerProxy.SslAuthenticationFailed"
+
+
+def test_tls_client_certificate_from_another_ca_fails_handshake(fed, tmp_path):
+    ca_key, ca_cert = pki.create_ca(tmp_path / "rogue", name="rogue CA")
+    key, cert = tmp_path / "a.key", tmp_path / "a.pem"
+    pki.issue_auth_cert(ca_key, ca_cert, MemberId.parse("KG/GOV/70000002"),
+                        "Public Service Centre", "ss1", key, cert, "ec")
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        send(fed, signed_request(fed), tls_context(fed, cert, key))
+
+
+def test_tls_without_client_certificate_fails_handshake(fed):
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        send(fed, signed_request(fed), tls_context(fed, cert=False))
+
+
+def test_plain_http_to_server_proxy_is_refused(fed):
+    host, port = fed.provider.server_proxy_address
+    try:
+        reply = post(f"http://{host}:{port}/", signed_request(fed))
+    except (ConnectionError, OSError):
+        return  # the connection was dropped: refused
+    assert reply.status == 400  # cheroot's answer to plain HTTP on a TLS port
+    assert b"getBirthRecordResponse" not in reply.body
