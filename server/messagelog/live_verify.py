@@ -1,7 +1,6 @@
 """Verify the live store's chain for one server: edits, deletions, insertions, reorders."""
 from __future__ import annotations
 
-from typing import Optional
 
 from . import chain
 

@@ -1,0 +1,98 @@
+"""The hash chain alone: encoding is unambiguous; verification names the wrong seq."""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import replace
+
+from tunduk.server.messagelog import chain
+from tunduk.server.messagelog.record import StoredRecord
+
+T0 = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.timezone.utc)
+
+
+def _make_chain(n: int) -> list[StoredRecord]:
+    out, prev = [], chain.GENESIS
+    for seq in range(1, n + 1):
+        r = StoredRecord("KG/GOV/1/ss", seq, f"m{seq}", "KG/GOV/2/c", "KG/GOV/1/s/op/v1",
+                         "request", "client", f"<e>{seq}</e>".encode(), b"cert", "ab" * 32,
+                         T0 + dt.timedelta(seconds=seq), prev, "")
+        r = replace(r, hash=chain.hash_stored(r))
+        out.append(r)
+        prev = r.hash
+    return out
+
+
+def _verify(records, **kw):
+    return chain.verify_chain(chain.entries_of(records), chain.GENESIS, 1, **kw)
+
+
+def test_intact_chain_verifies():
+    recs = _make_chain(5)
+    assert _verify(recs, end=(5, recs[-1].hash)) == []
+
+
+def test_encoding_is_length_prefixed():
+    a = chain.canonical_encoding("s", 1, "ab", "c", "d", "request", "client", "0", "0", "0", "t")
+    b = chain.canonical_encoding("s", 1, "a", "bc", "d", "request", "client", "0", "0", "0", "t")
+    assert a != b
+
+
+def test_seq_is_part_of_the_hash():
+    r = _make_chain(1)[0]
+    assert chain.hash_stored(replace(r, seq=2)) != r.hash
+
+
+def test_edit_detected_at_its_seq():
+    recs = _make_chain(6)
+    recs[2] = replace(recs[2], envelope=b"<e>forged</e>")
+    problems = _verify(recs)
+    assert [(p.seq, p.kind) for p in problems] == [(3, "changed")]
+    assert "record seq 3 (message id m3): contents changed" in str(problems[0])
+
+
+def test_edit_with_recomputed_hash_breaks_next_link():
+    recs = _make_chain(6)
+    forged = replace(recs[2], client="KG/GOV/9/evil")
+    recs[2] = replace(forged, hash=chain.hash_stored(forged))
+    problems = _verify(recs)
+    assert [(p.seq, p.kind) for p in problems] == [(4, "broken-link")]
+
+
+def test_delete_detected():
+    recs = _make_chain(6)
+    del recs[3]
+    problems = _verify(recs)
+    assert (4, "missing") in [(p.seq, p.kind) for p in problems]
+    assert any("seq 4 deleted" in str(p) for p in problems)
+
+
+def test_delete_at_end_detected_with_head():
+    recs = _make_chain(6)
+    head = (6, recs[-1].hash)
+    problems = _verify(recs[:-2], end=head)
+    assert [(p.seq, p.kind) for p in problems] == [(5, "missing")]
+
+
+def test_insert_detected():
+    recs = _make_chain(5)
+    extra = replace(recs[2], message_id="inserted")
+    recs.insert(3, extra)
+    kinds = [(p.seq, p.kind) for p in _verify(recs)]
+    assert (3, "inserted") in kinds
+
+
+def test_reorder_detected():
+    recs = _make_chain(5)
+    recs[1], recs[2] = recs[2], recs[1]
+    problems = _verify(recs)
+    assert (2, "order") in [(p.seq, p.kind) for p in problems]
+    assert any("out of order after seq 3" in str(p) for p in problems)
+
+
+def test_renumbered_insert_detected():
+    """A record slipped in at seq 3 with later ones renumbered: hashes no longer fit."""
+    recs = _make_chain(5)
+    new = replace(recs[2], message_id="evil")
+    shifted = [replace(r, seq=r.seq + 1) for r in recs[2:]]
+    problems = _verify(recs[:2] + [new] + shifted)
+    assert problems[0].seq == 3 and problems[0].kind == "changed"
