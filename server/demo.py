@@ -91,9 +91,13 @@ class Demo:
         from .node import Node
         ca_dir = base / "dev-ca"
         ca_dir.mkdir(parents=True, exist_ok=True)
-        self.files = build_federation(base / "federation", create_dev_ca(ca_dir),
-                                      key_type=key_type, services=SERVICES, access=ACCESS,
-                                      messagelog={"backend": "sqlite"})
+        ca = create_dev_ca(ca_dir)
+        self.tsa, tsa_url, tsa_cert = _start_tsa(ca, base / "tsa")
+        messagelog = {"backend": "sqlite", "tsa_url": tsa_url, "tsa_cert": str(tsa_cert),
+                      "timestamp_interval": 1.0}
+        self.files = build_federation(base / "federation", ca, key_type=key_type,
+                                      services=SERVICES, access=ACCESS,
+                                      messagelog=messagelog)
         self.provider = Node.from_conf(self.files.provider.conf())
         self.consumer = Node.from_conf(self.files.consumer.conf())
 
@@ -104,6 +108,21 @@ class Demo:
     def stop(self) -> None:
         self.consumer.stop()
         self.provider.stop()
+        self.tsa.stop()
+
+    def wait_timestamped(self, timeout: float = 10.0) -> list[str]:
+        """One line per server once its log is covered by a time-stamp (or timeout)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            states = [(n, n.message_log.status()) for n in (self.consumer, self.provider)]
+            done = all(st.get("last_timestamped_seq") == st.get("last_seq") for _, st in states)
+            if done or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        from .node import server_id
+        return [f"  SERVER:{server_id(n.conf)}: {st.get('records')} records in a hash chain, "
+                f"time-stamped up to seq {st.get('last_timestamped_seq')} "
+                f"(timestamping {st.get('timestamping')})" for n, st in states]
 
     def call(self, request: bytes) -> tuple[int, bytes]:
         import http.client
@@ -136,6 +155,20 @@ class Demo:
             who = f"{cert_member_id(cert)} ({org[0].value})" if org else str(cert_member_id(cert))
             out.append((r.seq, r.direction, r.side, who))
         return out
+
+
+def _start_tsa(ca, directory: Path):
+    """The demo's RFC 3161 time-stamping authority, certified by the development CA."""
+    from .devfed import free_port
+    from .messagelog.tsa_pki import load_cert, load_key, make_tsa_cert, write_cert, write_key
+    from .messagelog.tsa_server import make_tsa_app, serve
+    directory.mkdir(parents=True, exist_ok=True)
+    key, cert = make_tsa_cert(load_key(ca.key), load_cert(ca.cert))
+    write_key(directory / "tsa.key", key)
+    write_cert(directory / "tsa.pem", cert)
+    port = free_port()
+    server = serve(make_tsa_app(key, cert), "127.0.0.1", port)
+    return server, f"http://127.0.0.1:{port}/", directory / "tsa.pem"
 
 
 def _print(text: str = "") -> None:
@@ -233,6 +266,9 @@ def run(args) -> int:
         _print("\n(the centre has no access right to 'echo': the registry's server refuses)")
         ok &= exchange(demo, sid, "<reg:text>hello</reg:text>",
                        expect_fault="Server.ServerProxy.AccessDenied")
+        _print("\nMessage logs (every signed message, before any answer was released):")
+        for line in demo.wait_timestamped():
+            _print(line)
         if args.serve:
             _print("\nThe federation is up. Client proxy (for local systems): "
                    f"{demo.consumer.client_proxy_url}/")

@@ -400,6 +400,7 @@ _MESSAGELOG = {
     "path": _Key("str", False, "sqlite database file"),
     "dsn": _Key("str", False, "PostgreSQL connection string"),
     "tsa_url": _Key("str", False, "URL of the RFC 3161 time-stamping authority"),
+    "tsa_cert": _Key("str", False, "PEM certificate of the TSA: tokens must be signed by it"),
     "timestamp_interval": _Key("num"),
     "timestamp_batch": _Key("int"),
     "timestamp_failure_grace": _Key("num"),
@@ -615,6 +616,19 @@ def load_server_conf(path: Path) -> ServerConf:
               'e.g. dsn = "postgresql://tunduk@localhost/tunduk"')
     if "tsa_url" in ml:
         _url(f, "messagelog.tsa_url", ml["tsa_url"])
+    tsa_cert_der = None
+    if "tsa_cert" in ml:
+        pem = f.read_file("messagelog.tsa_cert", ml["tsa_cert"])
+        if pem is not None:
+            try:
+                tsa_cert_der = x509.load_pem_x509_certificate(pem).public_bytes(
+                    serialization.Encoding.DER)
+            except ValueError:
+                f.add("messagelog.tsa_cert", "not a PEM certificate",
+                      "give the TSA's certificate (BEGIN CERTIFICATE)")
+    elif "tsa_url" in ml:
+        f.add("messagelog.tsa_cert", "tsa_url is set but tsa_cert is not",
+              "give the TSA's certificate so forged time-stamps are refused")
     for name in ("timestamp_interval", "timestamp_batch", "timestamp_failure_grace"):
         if name in ml and ml[name] <= 0:
             f.add(f"messagelog.{name}", "must be more than 0")
@@ -622,6 +636,7 @@ def load_server_conf(path: Path) -> ServerConf:
         data_dir / "messagelog.sqlite3" if backend == "sqlite" else None)
     messagelog = MessageLogConf(
         backend=backend, path=ml_path, dsn=ml.get("dsn"), tsa_url=ml.get("tsa_url"),
+        tsa_cert_der=tsa_cert_der,
         timestamp_interval=float(ml.get("timestamp_interval", 60.0)),
         timestamp_batch=int(ml.get("timestamp_batch", 10000)),
         timestamp_failure_grace=float(ml.get("timestamp_failure_grace", 1800.0)))

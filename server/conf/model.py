@@ -93,6 +93,7 @@ class MessageLogConf:
     path: Optional[Path] = None    # sqlite file (default: <data_dir>/messagelog.sqlite3)
     dsn: Optional[str] = None      # postgresql DSN
     tsa_url: Optional[str] = None
+    tsa_cert_der: Optional[bytes] = None     # the TSA certificate tokens must verify against
     timestamp_interval: float = 60.0
     timestamp_batch: int = 10000
     timestamp_failure_grace: float = 1800.0  # seconds of failures before refusing
