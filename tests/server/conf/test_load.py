@@ -86,15 +86,24 @@ def test_load_federation_alone(make_federation):
     assert not f.has_client(ClientId.parse("KG/GOV/70000002/other"))
 
 
-def test_legacy_aliases_and_postgresql_log_load(make_federation):
+def test_legacy_aliases_and_postgresql_log_load(make_federation, dev_ca):
     fed = make_federation(
         messagelog={"backend": "postgresql", "dsn": "postgresql://x@localhost/db",
-                    "tsa_url": "http://127.0.0.1:3180/", "timestamp_batch": 5},
+                    "tsa_url": "http://127.0.0.1:3180/", "timestamp_batch": 5,
+                    "tsa_cert": str(dev_ca.cert)},
         consumer_legacy=[{"path": "/legacy/birth", "client": "KG/GOV/70000002/centre",
                           "service": "KG/GOV/70000001/registry/getBirthRecord/v1"}])
     conf = load_server_conf(fed.consumer.server_toml)
     assert conf.messagelog.backend == "postgresql" and conf.messagelog.path is None
     assert conf.messagelog.timestamp_batch == 5
+    assert conf.messagelog.tsa_cert_der and conf.messagelog.tsa_cert_der[0] == 0x30
+
+
+def test_tsa_url_without_pinned_tsa_cert_is_a_problem(make_federation):
+    fed = make_federation(messagelog={"backend": "sqlite", "tsa_url": "http://127.0.0.1:3180/"})
+    with pytest.raises(ConfError) as ei:
+        load_server_conf(fed.consumer.server_toml)
+    assert any(p.key == "messagelog.tsa_cert" for p in ei.value.problems)
     assert conf.legacy[0].path == "/legacy/birth"
     assert conf.legacy[0].service.version == "v1"
 
