@@ -20,8 +20,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# BENCH_ARGS e.g. "--profile full" or "--only direct,off --duration 3"
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	@command -v wrk >/dev/null || { export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q wrk || { apt-get update -q && apt-get install -y -q wrk; }; } \
+	  || echo "wrk could not be installed: using the Python load generator" >&2
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

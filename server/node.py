@@ -10,6 +10,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Optional
 
+from cheroot import server as cheroot_server
 from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
@@ -29,6 +30,22 @@ def server_id(conf: ServerConf) -> str:
     return f"{conf.owner}/{conf.server_code}"
 
 
+class _AbsoluteFormRequest(cheroot_server.HTTPRequest):
+    """Accepts absolute-form targets (``POST http://host:port/path HTTP/1.1``).
+
+    Clients that use the security server as their HTTP proxy (e.g. pyxroad) send
+    them; cheroot refuses them unless in proxy mode, which changes nothing else for
+    POST/GET: PATH_INFO is still the path of the target.
+    """
+
+    def __init__(self, server, conn, proxy_mode=True, strict_mode=True):
+        super().__init__(server, conn, proxy_mode=True, strict_mode=strict_mode)
+
+
+class _AbsoluteFormConnection(cheroot_server.HTTPConnection):
+    RequestHandlerClass = _AbsoluteFormRequest
+
+
 @dataclass
 class Node:
     conf: ServerConf
@@ -44,13 +61,15 @@ class Node:
         trust = TrustAnchor.from_pem(conf.federation.ca_certs_pem)
         if message_log is None:
             from .messagelog import open_message_log
-            message_log = open_message_log(conf.messagelog, conf.data_dir, server_id(conf))
+            message_log = open_message_log(conf.messagelog, conf.data_dir, server_id(conf),
+                                           tsa_cert_der=conf.messagelog.tsa_cert_der)
         peer_ctx = tls.client_context(conf.federation.ca_certs_pem, conf.keys.auth_cert,
                                       conf.keys.auth_key)
         client_side = ClientSide(conf, signer, trust, message_log)
         server_side = ServerSide(conf, signer, trust, message_log)
-        get_handler = _get_handler(conf, client_side)
-        client_app = ClientProxyApp(client_side, PeerClient(peer_ctx), get_handler)
+        peers = PeerClient(peer_ctx)
+        get_handler = _get_handler(conf, client_side, peers)
+        client_app = ClientProxyApp(client_side, peers, get_handler)
         server_app = ServerProxyApp(server_side, Backends())
         return cls(conf, client_app, server_app, message_log)
 
@@ -59,6 +78,7 @@ class Node:
         c = self.conf
         client = wsgi.Server(c.listen.client_proxy, self.client_app,
                              numthreads=c.listen.threads, reuse_port=reuse_port)
+        client.ConnectionClass = _AbsoluteFormConnection
         server = wsgi.Server(c.listen.server_proxy, self.server_app,
                              numthreads=c.listen.threads, reuse_port=reuse_port)
         adapter = BuiltinSSLAdapter(str(c.keys.auth_cert), str(c.keys.auth_key))
@@ -101,10 +121,11 @@ class Node:
             close()
 
 
-def _get_handler(conf: ServerConf, client_side: ClientSide) -> Optional[object]:
-    """GET requests on the client proxy (WSDL, listClients), when available."""
+def _get_handler(conf: ServerConf, client_side: ClientSide,
+                 peers: PeerClient) -> Optional[object]:
+    """GET requests on the client proxy (WSDL, listClients, schemas), when available."""
     try:
         from .edges.metaservices import make_get_handler
     except ImportError:
         return None
-    return make_get_handler(conf, client_side)
+    return make_get_handler(conf, client_side, peers)

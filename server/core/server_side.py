@@ -3,6 +3,9 @@
 accept():   parse → TLS peer is a server of the client's member → verify signature →
             signer is the client's member → service is ours → access → log →
             the request for the backend (security headers removed)
+            (metaservices listMethods/allowedMethods/getWsdl of our owner: no access
+            rule needed, ``AcceptedRequest.meta`` says the server answers itself:
+            method_list() / wsdl_target() + wsdl_response(), then respond())
 respond():  parse the backend's answer → X-Road headers consistent (or copied) →
             requestHash → sign → log
 The edge (edges/server_proxy.py) does the HTTP around and between the two calls.
@@ -10,6 +13,7 @@ The edge (edges/server_proxy.py) does the HTTP around and between the two calls.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from typing import Optional
@@ -17,12 +21,12 @@ from typing import Optional
 from lxml import etree
 
 from ..conf.model import LocalService, ServerConf
-from . import access, errors, exchange, signing
+from . import access, errors, exchange, getwsdl, metaservices, signing
 from .envelope import (BODY, HEADER, REQUEST_HASH, Envelope, envelope_from_tree,
                        parse_envelope, parse_xml, read_xroad_headers, serialize,
                        split_envelope)
 from .errors import XRoadError
-from .identifiers import XROAD_NS
+from .identifiers import XROAD_NS, ServiceId
 from .records import make_record
 
 BACKEND_CONTENT_TYPE = "text/xml; charset=utf-8"
@@ -32,9 +36,10 @@ _CONSISTENT_FIELDS = ("client", "service", "id", "user_id", "issue", "protocol_v
 @dataclass
 class AcceptedRequest:
     request: Envelope
-    service: LocalService
+    service: Optional[LocalService]   # None for a metaservice
     request_digest: str
     backend_body: bytes          # the client's message, security headers removed
+    meta: Optional[str] = None   # metaservice code answered by this server itself
 
 
 class ServerSide:
@@ -59,14 +64,18 @@ class ServerSide:
             raise XRoadError(errors.INCORRECT_CERTIFICATE,
                              f"the request is signed by {signer}, but xroad:client is "
                              f"{env.xroad.client}: a member can only sign for itself")
-        service = self.find_service(env)
-        self.check_access(env)
+        meta = self.metaservice_of(env)
+        if meta is None:
+            service = self.find_service(env)
+            self.check_access(env)
+        else:
+            service = None       # every authenticated member may ask (as X-Road)
         self.log.log(make_record(env, raw, direction="request", side="server",
                                  cert_der=verified.cert_der))
         digest = digest_el.text.strip()
         signing.strip_security(env.root)
         env.header.remove(digest_el)
-        return AcceptedRequest(env, service, digest, serialize(env.root))
+        return AcceptedRequest(env, service, digest, serialize(env.root), meta)
 
     def check_peer(self, env: Envelope, peer_cert_der: Optional[bytes]) -> None:
         member = env.xroad.client.member
@@ -81,8 +90,52 @@ class ServerSide:
                          f"the TLS client certificate (sha256 {fingerprint[:16]}…) is not "
                          f"registered for any security server of member {member}")
 
-    def find_service(self, env: Envelope) -> LocalService:
+    def metaservice_of(self, env: Envelope) -> Optional[str]:
+        """The metaservice code if the request is one this server answers itself.
+
+        Metaservices of our owner member or of one of its subsystems are never
+        forwarded to a backend, even if a local service had the same code.
+        """
         sid = env.xroad.service
+        if sid.service_code not in metaservices.META_SERVICE_CODES:
+            return None
+        if sid.member != self.conf.owner or not self.conf.federation.has_client(sid.provider):
+            raise XRoadError(errors.UNKNOWN_SERVICE,
+                             f"service {sid} is not provided by this security server "
+                             f"(SERVER:{self.conf.owner}/{self.conf.server_code})")
+        return sid.service_code
+
+    def method_list(self, accepted: AcceptedRequest) -> bytes:
+        """Response of listMethods (all services of the provider) or allowedMethods
+        (those the caller may use), before respond() adds requestHash and signs."""
+        req = accepted.request.xroad
+        provider = req.service.provider
+        if accepted.meta == "listMethods":
+            return metaservices.list_methods_response(
+                req.elements, metaservices.provided_services(self.conf, provider))
+        if accepted.meta == "allowedMethods":
+            return metaservices.allowed_methods_response(
+                req.elements, metaservices.allowed_services(self.conf, req.client, provider))
+        raise ValueError(f"{accepted.meta} is not a method-list metaservice")
+
+    def wsdl_target(self, accepted: AcceptedRequest) -> LocalService:
+        """The local service whose WSDL a getWsdl request asks for."""
+        wanted = getwsdl.requested_service(accepted.request)
+        return self.find_service_id(wanted)
+
+    @staticmethod
+    def wsdl_response(accepted: AcceptedRequest, target: LocalService, wsdl: bytes) -> bytes:
+        """getWsdlResponse carrying ``wsdl`` (see core/getwsdl.py for the format)."""
+        sid = target.id
+        if sid.version is None:
+            sid = dataclasses.replace(
+                sid, version=getwsdl.requested_service(accepted.request).version)
+        return getwsdl.response_envelope(sid, wsdl)
+
+    def find_service(self, env: Envelope) -> LocalService:
+        return self.find_service_id(env.xroad.service)
+
+    def find_service_id(self, sid: ServiceId) -> LocalService:
         local = self.conf.services.get(sid.without_version())
         if local is None:
             raise XRoadError(errors.UNKNOWN_SERVICE,

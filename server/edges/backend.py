@@ -50,6 +50,15 @@ def call_wsgi(app, body: bytes, content_type: str, soap_action: Optional[str],
     return Response(status, {k.lower(): v for k, v in status_headers[1]}, data)
 
 
+#: Endpoint written into a hosted service's WSDL before it leaves this server; the
+#: consumer's server replaces it with its own address anyway.
+WSDL_PLACEHOLDER_ADDRESS = "http://localhost/"
+
+
+def _with_wsdl_query(url: str) -> str:
+    return url + ("&wsdl" if "?" in url else "?wsdl")
+
+
 class Backends:
     def __init__(self, timeout: float = 30.0) -> None:
         self._pools = Pools(lambda host, port: Pool(host, port, timeout=timeout))
@@ -72,6 +81,31 @@ class Backends:
                              f"could not reach the service {service.id} at "
                              f"{service.backend_url}: {exc}; check that the backend runs "
                              "and the URL in the configuration is right") from None
+
+    def fetch_wsdl(self, service: LocalService) -> bytes:
+        """The service's own WSDL: from the hosted spyne app, or by GET from the backend
+        (``wsdl_url``, else ``<backend url>?wsdl``) over the pooled client."""
+        if service.spyne:
+            from ..services.hosting import local_wsdl
+            return local_wsdl(service.spyne, WSDL_PLACEHOLDER_ADDRESS)
+        location = service.wsdl_url or _with_wsdl_query(service.backend_url or "")
+        url = urlsplit(location)
+        if url.scheme != "http" or not url.hostname:
+            raise XRoadError(errors.WSDL_FAILED,
+                             f"no WSDL location for service {service.id}: set wsdl_url "
+                             "to an http:// URL in the configuration")
+        path = (url.path or "/") + (f"?{url.query}" if url.query else "")
+        try:
+            resp = self._pools.get(url.hostname, url.port or 80).get(path)
+        except TransportError as exc:
+            raise XRoadError(errors.WSDL_FAILED,
+                             f"could not fetch the WSDL of {service.id} from {location}: "
+                             f"{exc}") from None
+        if resp.status != 200:
+            raise XRoadError(errors.WSDL_FAILED,
+                             f"the WSDL of {service.id} at {location} answered HTTP "
+                             f"{resp.status}")
+        return resp.body
 
     def _app(self, spec: str):
         app = self._apps.get(spec)

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-from ..conf.model import SecurityServer
-from ..core import errors
-from ..core.client_side import SIGNED_CONTENT_TYPE, ClientSide, PendingExchange
+from ..conf.model import LegacyAlias, SecurityServer
+from ..core import errors, legacy
+from ..core.client_side import (SIGNED_CONTENT_TYPE, ClientSide, PendingExchange,
+                                check_content_type)
 from ..core.envelope import MAX_MESSAGE_BYTES
 from ..core.errors import Origin, PeerFault, XRoadError
+from ..core.faults import FAULT_CONTENT_TYPE, error_to_fault
 from .http_pool import Pool, Pools, Response, TransportError, pin_to, split_host_port
-from .wsgi_util import internal_error, read_body, respond, respond_error
+from .wsgi_util import internal_error, log, read_body, respond, respond_error
 
 ORIGIN = Origin.CLIENT_PROXY
 
@@ -67,26 +69,56 @@ class ClientProxyApp:
                 raise XRoadError(errors.INVALID_HTTP_METHOD,
                                  f"HTTP {method} is not accepted here: POST an X-Road SOAP "
                                  "request (GET serves /wsdl and /listClients)", http_status=405)
+            alias = self.legacy_alias(environ.get("PATH_INFO") or "/")
             raw = read_body(environ, self.max_bytes)
-            return self.exchange(raw, environ.get("CONTENT_TYPE"),
-                                 environ.get("HTTP_SOAPACTION"), start_response)
+            content_type = environ.get("CONTENT_TYPE")
+            soap_action = environ.get("HTTP_SOAPACTION")
+            if alias is not None:
+                return self.legacy_exchange(alias, raw, content_type, soap_action,
+                                            start_response)
+            # Any path (and absolute-form targets) carries an ordinary X-Road request.
+            return self.exchange(raw, content_type, soap_action, start_response)
         except XRoadError as err:
             return respond_error(start_response, err, ORIGIN)
         except Exception as exc:  # the caller always gets a fault, never a traceback
             return respond_error(start_response, internal_error(exc), ORIGIN)
 
+    def legacy_alias(self, path: str) -> Optional[LegacyAlias]:
+        for alias in self.side.conf.legacy:
+            if alias.path.rstrip("/") == path.rstrip("/"):
+                return alias
+        return None
+
     def exchange(self, raw: bytes, content_type: Optional[str], soap_action: Optional[str],
                  start_response):
+        status, body, ctype = self.run_exchange(raw, content_type, soap_action)
+        return respond(start_response, status, body, ctype)
+
+    def legacy_exchange(self, alias: LegacyAlias, raw: bytes, content_type: Optional[str],
+                        soap_action: Optional[str], start_response):
+        """A plain SOAP request on an alias path: X-Road headers added, then removed."""
+        check_content_type(content_type)
+        xroad_raw = legacy.add_headers(raw, content_type, alias.client, alias.service)
+        status, body, ctype = self.run_exchange(xroad_raw, SIGNED_CONTENT_TYPE, soap_action)
+        return respond(start_response, status, legacy.strip_headers(body), ctype)
+
+    def run_exchange(self, raw: bytes, content_type: Optional[str],
+                     soap_action: Optional[str]) -> tuple[int, bytes, str]:
+        """One request through the signed exchange: (HTTP status, body, content type).
+
+        Faults (ours or the peer's) are answers too, never exceptions.
+        """
         pending = None
         try:
             pending = self.side.prepare(raw, content_type, soap_action)
             resp = self.peers.send(pending)
             body = self.side.finish(pending, resp.body, resp.headers.get("content-type"),
                                     resp.status)
-            return respond(start_response, 200, body, SIGNED_CONTENT_TYPE)
+            return 200, body, SIGNED_CONTENT_TYPE
         except PeerFault as fault:
-            return respond(start_response, fault.status if fault.status >= 400 else 500,
-                           fault.body, fault.content_type)
+            return fault.status if fault.status >= 400 else 500, fault.body, fault.content_type
         except XRoadError as err:
             headers = pending.request.xroad.elements if pending is not None else None
-            return respond_error(start_response, err, ORIGIN, headers)
+            code, body = error_to_fault(err, ORIGIN, headers)
+            log.warning("fault %s [%s]: %s", code, err.detail_id, err.message)
+            return err.http_status, body, FAULT_CONTENT_TYPE

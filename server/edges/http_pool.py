@@ -69,6 +69,14 @@ class Pool:
         return conn
 
     def post(self, path: str, body: bytes, headers: dict[str, str]) -> Response:
+        return self.request("POST", path, body, headers)
+
+    def get(self, path: str, headers: Optional[dict[str, str]] = None) -> Response:
+        """GET ``path`` (e.g. a backend's WSDL) on a pooled connection."""
+        return self.request("GET", path, None, headers or {})
+
+    def request(self, method: str, path: str, body: Optional[bytes],
+                headers: dict[str, str]) -> Response:
         try:
             conn, reused = self._idle.get_nowait(), True
         except queue.Empty:
@@ -77,20 +85,21 @@ class Pool:
             if conn is None:
                 conn = self._new()
             try:
-                return self._roundtrip(conn, path, body, headers)
+                return self._roundtrip(conn, method, path, body, headers)
             except _STALE:
                 conn.close()
                 if not reused:
                     raise
                 conn = self._new()
-                return self._roundtrip(conn, path, body, headers)
+                return self._roundtrip(conn, method, path, body, headers)
         except (OSError, http.client.HTTPException) as exc:
             if conn is not None:
                 conn.close()
             raise TransportError(_describe(exc)) from exc
 
-    def _roundtrip(self, conn, path: str, body: bytes, headers: dict[str, str]) -> Response:
-        conn.request("POST", path, body=body, headers=headers)
+    def _roundtrip(self, conn, method: str, path: str, body: Optional[bytes],
+                   headers: dict[str, str]) -> Response:
+        conn.request(method, path, body=body, headers=headers)
         resp = conn.getresponse()
         data = resp.read()
         result = Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data,

@@ -7,7 +7,8 @@ from typing import Optional
 from ..core import errors
 from ..core.envelope import MAX_MESSAGE_BYTES
 from ..core.errors import Origin, XRoadError
-from ..core.server_side import BACKEND_CONTENT_TYPE, ServerSide
+from ..core.getwsdl import GET_WSDL
+from ..core.server_side import BACKEND_CONTENT_TYPE, AcceptedRequest, ServerSide
 from .backend import Backends
 from .wsgi_util import internal_error, read_body, respond, respond_error
 
@@ -35,13 +36,25 @@ class ServerProxyApp:
             raw = read_body(environ, self.max_bytes)
             accepted = self.side.accept(raw, environ.get("CONTENT_TYPE"),
                                         peer_cert_der(environ))
-            resp = self.backends.call(accepted.service, accepted.backend_body,
-                                      BACKEND_CONTENT_TYPE, environ.get("HTTP_SOAPACTION"))
-            body = self.side.respond(accepted, resp.body, resp.headers.get("content-type"),
-                                     resp.status)
+            if accepted.meta is not None:
+                body = self.side.respond(accepted, self.answer_meta(accepted),
+                                         BACKEND_CONTENT_TYPE, 200)
+            else:
+                resp = self.backends.call(accepted.service, accepted.backend_body,
+                                          BACKEND_CONTENT_TYPE,
+                                          environ.get("HTTP_SOAPACTION"))
+                body = self.side.respond(accepted, resp.body,
+                                         resp.headers.get("content-type"), resp.status)
             return respond(start_response, 200, body, BACKEND_CONTENT_TYPE)
         except XRoadError as err:
             headers = accepted.request.xroad.elements if accepted is not None else None
             return respond_error(start_response, err, ORIGIN, headers)
         except Exception as exc:
             return respond_error(start_response, internal_error(exc), ORIGIN)
+
+    def answer_meta(self, accepted: AcceptedRequest) -> bytes:
+        """A metaservice's unsigned response, produced here instead of by a backend."""
+        if accepted.meta == GET_WSDL:
+            target = self.side.wsdl_target(accepted)
+            return self.side.wsdl_response(accepted, target, self.backends.fetch_wsdl(target))
+        return self.side.method_list(accepted)

@@ -1,0 +1,110 @@
+"""The WSGI apps the load scenarios run, each in its own process.
+
+``python -m bench.apps backend PORT [--delay-ms N]``: the demo civil registry (spyne),
+optionally sleeping before every call (the "slow backend" scenario).
+``python -m bench.apps proxy PORT UPSTREAM_URL``: a pass-through proxy that forwards
+each POST with tunduk's own pooled HTTP client and no security work, so the "plain
+proxies" scenario uses the same HTTP stack as the security servers.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from typing import Callable, Iterable
+from urllib.parse import urlsplit
+
+from cheroot import wsgi
+
+_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "server",
+        "date", "te", "trailer", "upgrade", "proxy-connection"}
+
+
+def slow(app: Callable, delay_s: float) -> Callable:
+    """``app`` answering ``delay_s`` later: a backend with real work to wait for."""
+    def wrapped(environ, start_response) -> Iterable[bytes]:
+        time.sleep(delay_s)
+        return app(environ, start_response)
+    return wrapped
+
+
+class PassThrough:
+    """Forward POSTs to one upstream over a keep-alive pool; answer what it answered."""
+
+    def __init__(self, upstream: str) -> None:
+        from tunduk.server.edges.http_pool import Pool
+        u = urlsplit(upstream)
+        self.path = u.path or "/"
+        self.pool = Pool(u.hostname, u.port or 80)
+
+    def __call__(self, environ, start_response) -> Iterable[bytes]:
+        from tunduk.server.edges.http_pool import TransportError
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length)
+        headers = {"Content-Type": environ.get("CONTENT_TYPE") or "text/xml"}
+        if "HTTP_SOAPACTION" in environ:
+            headers["SOAPAction"] = environ["HTTP_SOAPACTION"]
+        try:
+            resp = self.pool.post(self.path, body, headers)
+        except TransportError as exc:
+            start_response("502 Bad Gateway", [("Content-Type", "text/plain")])
+            return [str(exc).encode()]
+        out = [(k, v) for k, v in resp.headers.items() if k not in _HOP]
+        out.append(("Content-Length", str(len(resp.body))))
+        start_response(f"{resp.status} X", out)
+        return [resp.body]
+
+
+STATIC_ANSWER = (
+    b"<?xml version='1.0' encoding='UTF-8'?>\n<soap11env:Envelope xmlns:soap11env="
+    b'"http://schemas.xmlsoap.org/soap/envelope/" xmlns:tns="http://registry.demo.tunduk.kg/">'
+    b"<soap11env:Body><tns:echoResponse><tns:echoResult>" + b"static answer " * 100
+    + b"</tns:echoResult></tns:echoResponse></soap11env:Body></soap11env:Envelope>")
+
+
+def static(body: bytes = STATIC_ANSWER) -> Callable:
+    """A fixed echo answer: the ceiling of the load generator plus cheroot."""
+    def app(environ, start_response):
+        environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        start_response("200 OK", [("Content-Type", "text/xml"),
+                                  ("Content-Length", str(len(body)))])
+        return [body]
+    return app
+
+
+def serve(app: Callable, port: int, threads: int) -> None:
+    server = wsgi.Server(("127.0.0.1", port), app, numthreads=threads)
+    # Nothing to flush: leave at once (a graceful cheroot stop from a signal handler
+    # waits for keep-alive connections).
+    signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
+    try:
+        server.safe_start()
+    except KeyboardInterrupt:
+        os._exit(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.apps")
+    p.add_argument("kind", choices=("backend", "proxy", "static"))
+    p.add_argument("port", type=int)
+    p.add_argument("upstream", nargs="?")
+    p.add_argument("--delay-ms", type=float, default=0.0)
+    p.add_argument("--threads", type=int, default=16)
+    a = p.parse_args(argv)
+    if a.kind == "backend":
+        from tunduk.server.services.civil_registry import wsgi_app
+        app = slow(wsgi_app, a.delay_ms / 1000) if a.delay_ms else wsgi_app
+    elif a.kind == "proxy":
+        if not a.upstream:
+            p.error("proxy needs UPSTREAM_URL")
+        app = PassThrough(a.upstream)
+    else:
+        app = static()
+    serve(app, a.port, a.threads)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
