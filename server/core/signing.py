@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
+import hmac
 import os
 import threading
 from collections import OrderedDict
@@ -79,11 +81,37 @@ _ALLOWED_SIG = {
     "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha384": ec.EllipticCurvePublicKey,
     "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha512": ec.EllipticCurvePublicKey,
 }
-_ALLOWED_DIGEST = frozenset({
-    _SHA256,
-    "http://www.w3.org/2001/04/xmldsig-more#sha384",
-    "http://www.w3.org/2001/04/xmlenc#sha512",
-})
+_DIGESTS = {
+    _SHA256: hashlib.sha256,
+    "http://www.w3.org/2001/04/xmldsig-more#sha384": hashlib.sha384,
+    "http://www.w3.org/2001/04/xmlenc#sha512": hashlib.sha512,
+}
+_ALLOWED_DIGEST = frozenset(_DIGESTS)
+# xmlsec transforms that sign / verify the canonical SignedInfo.
+_XMLSEC_TRANSFORMS = {
+    "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256": xmlsec.constants.TransformRsaSha256,
+    "http://www.w3.org/2001/04/xmldsig-more#rsa-sha384": xmlsec.constants.TransformRsaSha384,
+    "http://www.w3.org/2001/04/xmldsig-more#rsa-sha512": xmlsec.constants.TransformRsaSha512,
+    "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256":
+        xmlsec.constants.TransformEcdsaSha256,
+    "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha384":
+        xmlsec.constants.TransformEcdsaSha384,
+    "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha512":
+        xmlsec.constants.TransformEcdsaSha512,
+}
+
+
+def _exc_c14n(el: etree._Element) -> bytes:
+    """Exclusive canonical form (no comments) of ``el`` in its document.
+
+    The same libxml2 canonicaliser xmlsec uses; done here once per element because
+    xmlsec's own reference processing walks the whole document for every reference.
+    """
+    return etree.tostring(el, method="c14n", exclusive=True, with_comments=False)
+
+
+def _digest_b64(el: etree._Element, algorithm: str = _SHA256) -> str:
+    return base64.b64encode(_DIGESTS[algorithm](_exc_c14n(el)).digest()).decode("ascii")
 # Every attribute that could act as an XML ID: a duplicate value among them is how a
 # wrapping attack makes the verifier and the application look at different elements.
 _ID_ATTRS = etree.XPath(
@@ -314,6 +342,7 @@ def sign_envelope(envelope: etree._Element, key: SigningKey,
     etree.SubElement(signed_info, _C14N_METHOD, Algorithm=EXC_C14N)
     etree.SubElement(signed_info, _SIG_METHOD, Algorithm=key._method_uri)
     signed = (body, *headers, ts)
+    digest_values = []
     for el in signed:
         ref_id = _new_id()
         el.set(_WSU_ID, ref_id)
@@ -321,18 +350,21 @@ def sign_envelope(envelope: etree._Element, key: SigningKey,
         transforms = etree.SubElement(ref, _TRANSFORMS)
         etree.SubElement(transforms, _TRANSFORM, Algorithm=EXC_C14N)
         etree.SubElement(ref, _DIGEST_METHOD, Algorithm=_SHA256)
-        etree.SubElement(ref, _DIGEST_VALUE)
-    etree.SubElement(sig, _SIG_VALUE)
+        digest_values.append(etree.SubElement(ref, _DIGEST_VALUE))
+    sig_value = etree.SubElement(sig, _SIG_VALUE)
     token_ref = etree.SubElement(etree.SubElement(sig, _KEY_INFO), _STR)
     etree.SubElement(token_ref, _WSSE_REF, URI="#" + bst_id, ValueType=X509V3)
+    # Every Id is in place now: digest each element, then sign the canonical SignedInfo
+    # (XML-DSig core generation, with xmlsec doing the signature itself).
+    for el, value in zip(signed, digest_values):
+        value.text = _digest_b64(el)
     ctx = xmlsec.SignatureContext()
     try:
-        for el in signed:
-            ctx.register_id(el, "Id", WSU_NS)
         ctx.key = key._key
-        ctx.sign(sig)
+        raw = ctx.sign_binary(_exc_c14n(signed_info), _XMLSEC_TRANSFORMS[key._method_uri])
     except xmlsec.Error as exc:
         raise XRoadError(errors.INTERNAL_ERROR, f"signing the message failed: {exc}")
+    sig_value.text = base64.b64encode(raw).decode("ascii")
 
 
 # -------------------------------------------------------------------------- verify
@@ -387,9 +419,9 @@ def _check_reference(ref: etree._Element, ids: dict) -> etree._Element:
     target = _local_ref(uri, ids, "a signature reference")
     transforms = ref.find(_TRANSFORMS)
     algs = [t.get("Algorithm") for t in transforms] if transforms is not None else []
-    if algs != [EXC_C14N] or len(transforms) != 1:
+    if algs != [EXC_C14N] or len(transforms) != 1 or len(transforms[0]):
         raise _invalid(f"signature reference {uri} must use exactly the exclusive "
-                       f"canonicalization transform, found {algs}")
+                       f"canonicalization transform (without parameters), found {algs}")
     digest = ref.find(_DIGEST_METHOD)
     if digest is None or digest.get("Algorithm") not in _ALLOWED_DIGEST:
         alg = None if digest is None else digest.get("Algorithm")
@@ -441,7 +473,7 @@ def verify_envelope(envelope: etree._Element, trust: TrustAnchor,
 
     signed_info = _one(sig, _SIGNED_INFO, "ds:Signature")
     c14n = signed_info.find(_C14N_METHOD)
-    if c14n is None or c14n.get("Algorithm") != EXC_C14N:
+    if c14n is None or c14n.get("Algorithm") != EXC_C14N or len(c14n):
         raise _invalid("ds:SignedInfo must use exclusive canonicalization "
                        f"({EXC_C14N})")
     method = signed_info.find(_SIG_METHOD)
@@ -493,19 +525,30 @@ def verify_envelope(envelope: etree._Element, trust: TrustAnchor,
         raise _invalid(f"signature method {method_uri} does not match the signer's "
                        "certificate key type")
 
+    # XML-DSig core validation: each reference digest, then the signature over the
+    # canonical SignedInfo (xmlsec checks the signature value).
+    for ref in refs:
+        target = ids[ref.get("URI")[1:]][0]
+        expected = (ref.findtext(_DIGEST_VALUE) or "").strip()
+        actual = _digest_b64(target, ref.find(_DIGEST_METHOD).get("Algorithm"))
+        if not hmac.compare_digest(expected, actual):
+            raise XRoadError(errors.INVALID_SIGNATURE_VALUE,
+                             f"the signature does not match the message: {_name(target)} "
+                             "was changed after signing")
+    value_el = sig.find(_SIG_VALUE)
+    try:
+        sig_bytes = base64.b64decode("".join((value_el.text or "").split())
+                                     if value_el is not None else "", validate=True)
+    except ValueError:
+        raise _invalid("ds:SignatureValue is not base64")
     ctx = xmlsec.SignatureContext()
     try:
-        for ref in refs:
-            el, attr = ids[ref.get("URI")[1:]]
-            if attr != _XML_ID:  # the parser registers xml:id itself
-                q = etree.QName(attr)
-                ctx.register_id(el, q.localname, q.namespace)
         ctx.key = xkey
-        ctx.verify(sig)
+        ctx.verify_binary(_exc_c14n(signed_info), _XMLSEC_TRANSFORMS[method_uri], sig_bytes)
     except xmlsec.VerificationError:
         raise XRoadError(errors.INVALID_SIGNATURE_VALUE,
-                         "the signature does not match the message: the Body, an X-Road "
-                         "header or the Timestamp was changed after signing")
+                         "the signature value does not match the signed information: "
+                         "the signature was changed or made with another key")
     except xmlsec.Error as exc:
         raise _invalid(f"the signature could not be checked: {exc}")
 
@@ -520,8 +563,6 @@ def verify_envelope(envelope: etree._Element, trust: TrustAnchor,
         raise XRoadError(errors.INVALID_TIMESTAMP,
                          f"the message expired at {_utc_text(expires)} (now "
                          f"{_utc_text(now)}): it is too old or a clock is wrong")
-    value = sig.find(_SIG_VALUE)
-    sig_bytes = base64.b64decode("".join((value.text or "").split()))
     return VerifiedSignature(cert=cert, cert_der=der, created=created,
                              signature_value=sig_bytes)
 

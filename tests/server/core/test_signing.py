@@ -395,3 +395,35 @@ def test_cert_member_id(ca):
 def test_cert_member_id_refuses_bad_serial(ca, serial):
     cert = make_signing_cert(ca, serial, kind="ec").cert
     expect(errors.INCORRECT_CERTIFICATE, signing.cert_member_id, cert)
+
+
+# ------------------------------------------------------- interoperability with xmlsec
+
+def test_signature_verifies_with_plain_xmlsec(key, ca):
+    """Our digests and SignedInfo signature are standard XML-DSig: xmlsec's own
+    reference processing (which walks the document itself) accepts them."""
+    import xmlsec as _xmlsec
+    root = parse(signed_bytes(key))
+    cert_pem = key.cert.public_bytes(__import__("cryptography").hazmat.primitives
+                                     .serialization.Encoding.PEM)
+
+    def xmlsec_verify(r):
+        _xmlsec.tree.add_ids(r, ["Id"])
+        ctx = _xmlsec.SignatureContext()
+        ctx.key = _xmlsec.Key.from_memory(cert_pem, _xmlsec.KeyFormat.CERT_PEM)
+        ctx.verify(r.find(f".//{{{DS}}}Signature"))
+
+    xmlsec_verify(root)
+    root.find(f"{{{SOAP}}}Body")[0][0].text = "changed"
+    with pytest.raises(_xmlsec.Error):
+        xmlsec_verify(root)
+
+
+def test_inclusive_namespaces_parameter_is_refused(key, trust):
+    env = parse(signed_bytes(key))
+    t = env.find(f".//{{{DS}}}Transform")
+    etree.SubElement(t, "{http://www.w3.org/2001/10/xml-exc-c14n#}InclusiveNamespaces",
+                     PrefixList="soap")
+    with pytest.raises(XRoadError) as ei:
+        verify(env, trust)
+    assert ei.value.code == errors.INVALID_SIGNATURE
