@@ -13,6 +13,7 @@ import base64
 import functools
 import hashlib
 import hmac
+import itertools
 import os
 import threading
 from collections import OrderedDict
@@ -118,6 +119,9 @@ _ID_ATTRS = etree.XPath(
     "//@*[local-name()='Id' or local-name()='ID'] | //@xml:id")
 
 _XML_ID = "{http://www.w3.org/XML/1998/namespace}id"
+_local = threading.local()
+_ID_COUNTER = itertools.count(1)
+_ID_PREFIX = os.urandom(6).hex()
 # lxml picks this prefix when it must declare the wsu namespace for an attribute.
 etree.register_namespace("wsu", WSU_NS)
 
@@ -288,9 +292,18 @@ class VerifiedSignature:
 
 # ---------------------------------------------------------------------------- sign
 
+def _fragment_parser() -> etree.XMLParser:
+    """This thread's parser (lxml parsers are bound to their thread's dictionary)."""
+    parser = getattr(_local, "parser", None)
+    if parser is None:
+        parser = _local.parser = etree.XMLParser(resolve_entities=False, no_network=True,
+                                                 load_dtd=False)
+    return parser
+
+
 def _new_id() -> str:
-    """A random, unique ID value (same form as ``id-<uuid hex>``, cheaper to make)."""
-    return "id-" + os.urandom(16).hex()
+    """A unique ID value: a random per-process prefix and a counter (no syscall)."""
+    return f"id-{_ID_PREFIX}-{next(_ID_COUNTER):x}"
 
 
 def _utc_text(t: datetime) -> str:
@@ -324,47 +337,50 @@ def sign_envelope(envelope: etree._Element, key: SigningKey,
                              f"cannot sign {_name(h)}: it is not a child of soap:Header")
 
     now = now or datetime.now(timezone.utc)
-    sec = etree.Element(_SECURITY, nsmap={"wsse": WSSE_NS, "wsu": WSU_NS})
-    sec.set(_MUST_UNDERSTAND, "1")
-    header.insert(0, sec)
-    bst_id = _new_id()
-    bst = etree.SubElement(sec, _BST, {"ValueType": X509V3, "EncodingType": BASE64_BINARY,
-                                       _WSU_ID: bst_id})
-    bst.text = key._cert_b64
-    ts = etree.SubElement(sec, _TIMESTAMP, {_WSU_ID: _new_id()})
-    etree.SubElement(ts, _CREATED).text = _utc_text(now)
-    etree.SubElement(ts, _EXPIRES).text = _utc_text(now + timedelta(seconds=ttl))
-
-    # The template is built with lxml rather than xmlsec.template: nodes made by
-    # xmlsec's C code are invisible to lxml's find() (their names are not interned).
-    sig = etree.SubElement(sec, _SIGNATURE, nsmap={"ds": DS_NS})
-    signed_info = etree.SubElement(sig, _SIGNED_INFO)
-    etree.SubElement(signed_info, _C14N_METHOD, Algorithm=EXC_C14N)
-    etree.SubElement(signed_info, _SIG_METHOD, Algorithm=key._method_uri)
-    signed = (body, *headers, ts)
-    digest_values = []
+    # The signed elements get their ids first: their digests cover the wsu:Id.
+    signed = (body, *headers)
+    ids = []
     for el in signed:
         ref_id = _new_id()
         el.set(_WSU_ID, ref_id)
-        ref = etree.SubElement(signed_info, _REFERENCE, URI="#" + ref_id)
-        transforms = etree.SubElement(ref, _TRANSFORMS)
-        etree.SubElement(transforms, _TRANSFORM, Algorithm=EXC_C14N)
-        etree.SubElement(ref, _DIGEST_METHOD, Algorithm=_SHA256)
-        digest_values.append(etree.SubElement(ref, _DIGEST_VALUE))
-    sig_value = etree.SubElement(sig, _SIG_VALUE)
-    token_ref = etree.SubElement(etree.SubElement(sig, _KEY_INFO), _STR)
-    etree.SubElement(token_ref, _WSSE_REF, URI="#" + bst_id, ValueType=X509V3)
-    # Every Id is in place now: digest each element, then sign the canonical SignedInfo
-    # (XML-DSig core generation, with xmlsec doing the signature itself).
-    for el, value in zip(signed, digest_values):
-        value.text = _digest_b64(el)
+        ids.append(ref_id)
+    digests = [_digest_b64(el) for el in signed]
+    # Timestamp and SignedInfo are written directly in canonical form (exclusive c14n
+    # of an element does not depend on its context), so they are hashed and signed
+    # without building them node by node; the verifier re-canonicalises them from the
+    # tree, and a test checks plain xmlsec accepts the result.
+    ts_id, bst_id = _new_id(), _new_id()
+    timestamp = (f'<wsu:Timestamp xmlns:wsu="{WSU_NS}" wsu:Id="{ts_id}"><wsu:Created>'
+                 f'{_utc_text(now)}</wsu:Created><wsu:Expires>'
+                 f'{_utc_text(now + timedelta(seconds=ttl))}</wsu:Expires></wsu:Timestamp>')
+    ids.append(ts_id)
+    digests.append(base64.b64encode(hashlib.sha256(timestamp.encode()).digest()).decode())
+    signed_info = "".join([
+        f'<ds:SignedInfo xmlns:ds="{DS_NS}"><ds:CanonicalizationMethod Algorithm="',
+        EXC_C14N, '"></ds:CanonicalizationMethod><ds:SignatureMethod Algorithm="',
+        key._method_uri, '"></ds:SignatureMethod>',
+        *(f'<ds:Reference URI="#{ref_id}"><ds:Transforms><ds:Transform Algorithm='
+          f'"{EXC_C14N}"></ds:Transform></ds:Transforms><ds:DigestMethod Algorithm='
+          f'"{_SHA256}"></ds:DigestMethod><ds:DigestValue>{digest}</ds:DigestValue>'
+          '</ds:Reference>' for ref_id, digest in zip(ids, digests)),
+        '</ds:SignedInfo>'])
     ctx = xmlsec.SignatureContext()
     try:
         ctx.key = key._key
-        raw = ctx.sign_binary(_exc_c14n(signed_info), _XMLSEC_TRANSFORMS[key._method_uri])
+        raw = ctx.sign_binary(signed_info.encode(), _XMLSEC_TRANSFORMS[key._method_uri])
     except xmlsec.Error as exc:
         raise XRoadError(errors.INTERNAL_ERROR, f"signing the message failed: {exc}")
-    sig_value.text = base64.b64encode(raw).decode("ascii")
+    security = (
+        f'<wsse:Security xmlns:wsse="{WSSE_NS}" xmlns:wsu="{WSU_NS}" '
+        f'xmlns:SOAP-ENV="{SOAP_NS}" SOAP-ENV:mustUnderstand="1">'
+        f'<wsse:BinarySecurityToken ValueType="{X509V3}" EncodingType="{BASE64_BINARY}" '
+        f'wsu:Id="{bst_id}">{key._cert_b64}</wsse:BinarySecurityToken>{timestamp}'
+        f'<ds:Signature xmlns:ds="{DS_NS}">{signed_info}<ds:SignatureValue>'
+        f'{base64.b64encode(raw).decode("ascii")}</ds:SignatureValue><ds:KeyInfo>'
+        f'<wsse:SecurityTokenReference><wsse:Reference URI="#{bst_id}" '
+        f'ValueType="{X509V3}"/></wsse:SecurityTokenReference></ds:KeyInfo>'
+        '</ds:Signature></wsse:Security>')
+    header.insert(0, etree.fromstring(security, _fragment_parser()))
 
 
 # -------------------------------------------------------------------------- verify
