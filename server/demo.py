@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import logging
 import shlex
-import sys
 import tempfile
 import time
 import uuid

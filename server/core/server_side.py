@@ -22,7 +22,7 @@ from lxml import etree
 
 from ..conf.model import LocalService, ServerConf
 from . import access, errors, exchange, getwsdl, metaservices, signing
-from .envelope import (BODY, HEADER, REQUEST_HASH, Envelope, envelope_from_tree,
+from .envelope import (HEADER, REQUEST_HASH, Envelope, envelope_from_tree,
                        parse_envelope, parse_xml, read_xroad_headers, serialize,
                        split_envelope)
 from .errors import XRoadError

@@ -18,7 +18,7 @@ from tests.fixtures.wsgi_server import serve_wsgi
 from tests.http_helpers import SOAP, Reply, post
 from tests.xroad_requests import request
 from tunduk.server.core.exchange import TUNDUK_NS
-from tunduk.server.core.identifiers import ID_NS, XROAD_NS, ClientId, service_from_xml
+from tunduk.server.core.identifiers import ID_NS, XROAD_NS, service_from_xml
 from tunduk.server.services.civil_registry import wsgi_app as registry_wsgi
 
 SPYNE = "tunduk.server.services.civil_registry:application"
