@@ -36,6 +36,7 @@ class PendingExchange:
     body: bytes                  # signed envelope to send
     targets: tuple[SecurityServer, ...]
     soap_action: Optional[str]
+    response_is_fault: bool = False   # set by finish(): the service answered a Fault
 
 
 def check_content_type(content_type: Optional[str]) -> None:
@@ -130,6 +131,7 @@ class ClientSide:
                              f"the response is signed by {signer}, not by the service "
                              f"provider {service.member}")
         self.check_consistency(pending, env)
+        pending.response_is_fault = env.is_fault
         self.log.log(make_record(env, raw, direction="response", side="client",
                                  cert_der=verified.cert_der,
                                  service=str(service)))

@@ -142,6 +142,20 @@ class ServiceId:
         return el
 
 
+def text_value(el: etree._Element) -> Optional[str]:
+    """The text of a text-only element, comments and processing instructions skipped.
+
+    ``<id:memberCode>7000<!-- x -->0002</id:memberCode>`` is ``70000002`` to an XML
+    reader, so it is to us.  None if ``el`` has element children (not text-only).
+    """
+    parts = [el.text or ""]
+    for child in el:
+        if isinstance(child.tag, str):
+            return None
+        parts.append(child.tail or "")
+    return "".join(parts)
+
+
 def _children(el: etree._Element, code: str, what: str) -> dict[str, str]:
     found: dict[str, str] = {}
     order: list[str] = []
@@ -154,9 +168,10 @@ def _children(el: etree._Element, code: str, what: str) -> dict[str, str]:
                                     f"(identifier fields are in namespace {ID_NS})")
         if q.localname in found:
             raise errors.XRoadError(code, f"{what}: field {q.localname} appears twice")
-        if len(child):
+        value = text_value(child)
+        if value is None:
             raise errors.XRoadError(code, f"{what}: field {q.localname} must be text")
-        value = (child.text or "").strip()
+        value = value.strip()
         if not value:
             raise errors.XRoadError(code, f"{what}: field {q.localname} is empty")
         found[q.localname] = _check_value(value, f"{what}: {q.localname}", code)

@@ -588,20 +588,29 @@ def verify_envelope(envelope: etree._Element, trust: TrustAnchor,
 def _drop_wsu_decl(el: etree._Element) -> None:
     """Remove the now unused wsu namespace declaration that signing left on ``el``.
 
-    Only when no default namespace is declared below: lxml's cleanup would drop an
-    unused default declaration, which QName-valued content may still rely on.
+    lxml can only drop unused declarations wholesale (``cleanup_namespaces``), which
+    would also drop a default namespace that is declared but used by no element: such
+    a declaration may still give meaning to QName-valued text, so in that one case
+    the harmless ``xmlns:wsu`` stays.
     """
     keep: list[str] = []
     ours = False
+    defaults: set[str] = set()
     for _, (prefix, uri) in etree.iterwalk(el, events=("start-ns",)):
         if uri == WSU_NS:
             ours = True
         elif not prefix:
-            return
+            defaults.add(uri)
         else:
             keep.append(prefix)
-    if ours:
-        etree.cleanup_namespaces(el, keep_ns_prefixes=keep)
+    if not ours:
+        return
+    if defaults:
+        used = {etree.QName(e).namespace for e in el.iter() if isinstance(e.tag, str)
+                and e.prefix is None}
+        if not defaults <= used:
+            return
+    etree.cleanup_namespaces(el, keep_ns_prefixes=keep)
 
 
 def strip_security(envelope: etree._Element) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-from ..conf.model import LegacyAlias, SecurityServer
+from ..conf.model import LegacyAlias
 from ..core import errors, legacy
 from ..core.client_side import (SIGNED_CONTENT_TYPE, ClientSide, PendingExchange,
                                 check_content_type)
@@ -114,7 +114,8 @@ class ClientProxyApp:
             resp = self.peers.send(pending)
             body = self.side.finish(pending, resp.body, resp.headers.get("content-type"),
                                     resp.status)
-            return 200, body, SIGNED_CONTENT_TYPE
+            # SOAP 1.1 over HTTP: a Fault travels with status 500, also the service's own.
+            return (500 if pending.response_is_fault else 200), body, SIGNED_CONTENT_TYPE
         except PeerFault as fault:
             return fault.status if fault.status >= 400 else 500, fault.body, fault.content_type
         except XRoadError as err:

@@ -276,7 +276,9 @@ def raw_http(url_base: str, target: str, body: bytes) -> bytes:
 def test_any_path_and_absolute_form_targets(fed, path):
     message_id = str(uuid.uuid4())
     for target in (path, fed.client_url + path):
-        out = raw_http(fed.client_url, target, request(message_id=message_id))
+        out = raw_http(fed.client_url, target, request(
+            message_id=message_id,
+            payload="<reg:personalCode>21505198800011</reg:personalCode>"))
         status_line, _, rest = out.partition(b"\r\n")
         assert b" 200 " in status_line, out[:600]
         assert message_id.encode() in rest
