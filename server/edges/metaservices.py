@@ -1,4 +1,5 @@
-"""GET requests on the client proxy: ``/listClients``, ``/wsdl?...``, ``/xsd/<name>``.
+"""GET requests on the client proxy: ``/listClients``, ``/wsdl?...``, ``/xsd/<name>``,
+``/healthz`` (message log and time-stamping state, JSON; 503 while exchanges are refused).
 
 ``/wsdl`` asks the provider's security server for the service's WSDL with the
 ``getWsdl`` metaservice, through the same signed, mutually authenticated exchange as
@@ -8,6 +9,7 @@ internet to build themselves.  Every error is a SOAP fault with HTTP 500.
 """
 from __future__ import annotations
 
+import json
 from typing import Callable, Iterable, Optional
 from urllib.parse import parse_qs
 
@@ -21,6 +23,7 @@ from ..core.errors import Origin, PeerFault, XRoadError
 from ..core.identifiers import ClientId, ServiceId
 from ..core.metaservices import list_clients_xml
 from ..core.wsdl import prepare_wsdl
+from ..messagelog.health import health
 from .wsgi_util import internal_error, respond, respond_error
 
 ORIGIN = Origin.CLIENT_PROXY
@@ -87,9 +90,11 @@ class GetHandler:
                 return self.wsdl(environ, start_response)
             if path.startswith("/xsd/"):
                 return self.schema(path[len("/xsd/"):], start_response)
+            if path.rstrip("/") == "/healthz":
+                return self.healthz(start_response)
             raise XRoadError(errors.INVALID_HTTP_METHOD,
                              f"nothing to GET at {path}: GET serves /listClients, "
-                             "/wsdl?... and /xsd/<schema>; POST X-Road requests",
+                             "/wsdl?..., /xsd/<schema> and /healthz; POST X-Road requests",
                              http_status=404)
         except PeerFault as fault:
             return respond(start_response, 500, fault.body, fault.content_type)
@@ -123,6 +128,12 @@ class GetHandler:
             raise XRoadError(code or errors.WSDL_FAILED,
                              fault.findtext("faultstring") or "getWsdl failed")
         return getwsdl.read_response(root)
+
+    def healthz(self, start_response: Callable) -> Iterable[bytes]:
+        """Message log / time-stamping state for operators (no key material, no DSN)."""
+        status, doc = health(self.side.log)
+        body = json.dumps(doc, indent=1, sort_keys=True).encode("utf-8") + b"\n"
+        return respond(start_response, status, body, "application/json")
 
     @staticmethod
     def schema(name: str, start_response: Callable) -> Iterable[bytes]:

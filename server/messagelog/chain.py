@@ -9,6 +9,7 @@ edited, deleted, inserted and reordered records and names the sequence number.
 from __future__ import annotations
 
 import hashlib
+import struct
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Optional, Protocol
 
@@ -34,10 +35,64 @@ def _field(name: str, value: bytes) -> bytes:
     return len(n).to_bytes(2, "big") + n + len(value).to_bytes(8, "big") + value
 
 
+def _head(name: str) -> bytes:
+    n = name.encode("ascii")
+    return len(n).to_bytes(2, "big") + n
+
+
+# Field name headers, precomputed: the encoding is the same as _field() per field.
+_H_SERVER, _H_SEQ, _H_MID, _H_CLIENT, _H_SERVICE, _H_DIR, _H_SIDE, _H_ENV, _H_CERT, \
+    _H_BODY, _H_CREATED = (_head(n) for n in (
+        "server_id", "seq", "message_id", "client", "service", "direction", "side",
+        "envelope_sha256", "signature_cert_sha256", "body_sha256", "created"))
+_LEN = struct.Struct(">Q").pack
+
+
+def encoding_prefix(server_id: str) -> bytes:
+    """The part of every record's encoding before the seq field (one per chain)."""
+    v = server_id.encode("utf-8")
+    return _DOMAIN + _H_SERVER + _LEN(len(v)) + v
+
+
+def seq_field(seq: int) -> bytes:
+    v = str(int(seq)).encode("ascii")
+    return _H_SEQ + _LEN(len(v)) + v
+
+
+def encoding_tail(message_id: str, client: str, service: str, direction: str, side: str,
+                  envelope_sha256: str, cert_sha256: str, body_sha256: str,
+                  created: str) -> bytes:
+    """The part of a record's encoding after the seq field.
+
+    It does not depend on the record's place in the chain, so the caller's thread can
+    build it before the record is queued; the writer adds prefix and seq.
+    """
+    m, c, s, d, si, e, ce, b, t = (
+        message_id.encode("utf-8"), client.encode("utf-8"), service.encode("utf-8"),
+        direction.encode("utf-8"), side.encode("utf-8"),
+        envelope_sha256.lower().encode("utf-8"), cert_sha256.lower().encode("utf-8"),
+        body_sha256.lower().encode("utf-8"), created.encode("utf-8"))
+    return b"".join((
+        _H_MID, _LEN(len(m)), m, _H_CLIENT, _LEN(len(c)), c, _H_SERVICE, _LEN(len(s)), s,
+        _H_DIR, _LEN(len(d)), d, _H_SIDE, _LEN(len(si)), si, _H_ENV, _LEN(len(e)), e,
+        _H_CERT, _LEN(len(ce)), ce, _H_BODY, _LEN(len(b)), b,
+        _H_CREATED, _LEN(len(t)), t))
+
+
 def canonical_encoding(server_id: str, seq: int, message_id: str, client: str,
                        service: str, direction: str, side: str, envelope_sha256: str,
                        cert_sha256: str, body_sha256: str, created: str) -> bytes:
     """The bytes hashed for one record (``created`` in :func:`format_time` form)."""
+    return (encoding_prefix(server_id) + seq_field(seq) + encoding_tail(
+        message_id, client, service, direction, side, envelope_sha256, cert_sha256,
+        body_sha256, created))
+
+
+def _canonical_encoding_reference(server_id: str, seq: int, message_id: str, client: str,
+                                  service: str, direction: str, side: str,
+                                  envelope_sha256: str, cert_sha256: str,
+                                  body_sha256: str, created: str) -> bytes:
+    """The definition, field by field (the fast path above must stay equal to it)."""
     parts = [
         ("server_id", server_id), ("seq", str(int(seq))), ("message_id", message_id),
         ("client", client), ("service", service), ("direction", direction),
@@ -46,6 +101,15 @@ def canonical_encoding(server_id: str, seq: int, message_id: str, client: str,
         ("body_sha256", body_sha256.lower()), ("created", created),
     ]
     return _DOMAIN + b"".join(_field(k, v.encode("utf-8")) for k, v in parts)
+
+
+def link_hash(prev_hash: str, prefix: bytes, seq: int, tail: bytes) -> str:
+    """:func:`record_hash` of ``prefix + seq_field(seq) + tail`` without joining them."""
+    h = hashlib.sha256(bytes.fromhex(prev_hash))
+    h.update(prefix)
+    h.update(seq_field(seq))
+    h.update(tail)
+    return h.hexdigest()
 
 
 def record_hash(prev_hash: str, encoding: bytes) -> str:

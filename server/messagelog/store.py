@@ -77,8 +77,39 @@ class Timestamp:
     stamped_at: datetime
 
 
+class PreparedRecord:
+    """A record with everything that does not depend on its place in the chain done:
+    hashes, time text and the tail of its canonical encoding (built once, by the
+    caller's thread, before the record is queued for the writer)."""
+
+    __slots__ = ("message_id", "client", "service", "direction", "side", "envelope",
+                 "cert_der", "cert_sha256", "body_sha256", "created", "tail")
+
+    def __init__(self, r: LogRecord) -> None:
+        self.message_id, self.client, self.service = r.message_id, r.client, r.service
+        self.direction, self.side = r.direction, r.side
+        self.envelope = bytes(r.envelope)
+        self.cert_der = bytes(r.signature_cert_der)
+        self.cert_sha256 = hashlib.sha256(self.cert_der).hexdigest()
+        self.body_sha256 = r.body_sha256.lower()
+        self.created = format_time(r.created)
+        self.tail = chain.encoding_tail(
+            r.message_id, r.client, r.service, r.direction, r.side,
+            hashlib.sha256(self.envelope).hexdigest(), self.cert_sha256, self.body_sha256,
+            self.created)
+
+    @classmethod
+    def of(cls, r: "LogRecord | PreparedRecord") -> "PreparedRecord":
+        return r if isinstance(r, PreparedRecord) else cls(r)
+
+
 class StoreError(Exception):
     """The store could not do what was asked (the cause is chained)."""
+
+
+class ConnectionLost(StoreError):
+    """The connection was found dead before anything of a batch was sent to be
+    committed: nothing was written, so the batch may be retried on a new connection."""
 
 
 class SqlStore:
@@ -88,6 +119,8 @@ class SqlStore:
     PARAM = "?"
 
     def __init__(self) -> None:
+        # SHA-256s of certificates committed through this connection (see append).
+        self._certs_stored: set = set()
         self.conn = self._connect()
         self._migrate()
 
@@ -123,6 +156,10 @@ class SqlStore:
 
     def _table_exists(self, name: str) -> bool:
         raise NotImplementedError
+
+    def _is_disconnect(self, exc: Exception) -> bool:
+        """Whether ``exc`` means the connection itself is gone (server restarted)."""
+        return False
 
     # -- plumbing ----------------------------------------------------------------------
     def _sql(self, text: str) -> str:
@@ -174,47 +211,83 @@ class SqlStore:
         self._rollback()
 
     def _lock_head(self, cur, server_id: str) -> Head:
-        self._exec(cur, self._insert_ignore(
-            "chain_head", "server_id, seq, hash, archived_seq, archived_hash", 5),
-            (server_id, 0, chain.GENESIS, 0, chain.GENESIS))
+        """Lock and read the chain head row (inside a write transaction).
+
+        The row exists after the chain's first write, so it is read first and only
+        created (insert-ignore, then read again) when missing.
+        """
         self._exec(cur, self._lock_head_sql(), (server_id,))
-        seq, h, aseq, ahash = cur.fetchone()
+        row = cur.fetchone()
+        if row is None:
+            self._exec(cur, self._insert_ignore(
+                "chain_head", "server_id, seq, hash, archived_seq, archived_hash", 5),
+                (server_id, 0, chain.GENESIS, 0, chain.GENESIS))
+            self._exec(cur, self._lock_head_sql(), (server_id,))
+            row = cur.fetchone()
+        seq, h, aseq, ahash = row
         return Head(int(seq), h, int(aseq), ahash)
 
     # -- writes ------------------------------------------------------------------------
+    _INSERT_RECORD = ("INSERT INTO records (server_id, seq, message_id, client, service, "
+                      "direction, side, envelope, cert_sha256, body_sha256, created, "
+                      "prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
+    _KNOWN_CERTS_MAX = 10_000
+
     def append(self, server_id: str, records: Sequence[LogRecord]) -> list[int]:
         """Chain and insert ``records`` in one transaction; return their seqs."""
-        self._begin_write()
+        return self.append_prepared(server_id, [PreparedRecord.of(r) for r in records])
+
+    def append_prepared(self, server_id: str,
+                        records: Sequence["PreparedRecord"]) -> list[int]:
+        """:meth:`append` for records whose chain-independent part is already encoded."""
+        known = self._certs_stored
+        new_certs: dict[str, bytes] = {}
+        for r in records:
+            if r.cert_sha256 not in known:
+                new_certs[r.cert_sha256] = r.cert_der
+        prefix = chain.encoding_prefix(server_id)
+        link = chain.link_hash
         try:
-            cur = self.conn.cursor()
-            head = self._lock_head(cur, server_id)
+            try:
+                cur = self.conn.cursor()
+                head = self._begin_and_lock_head(cur, server_id)
+            except Exception as exc:
+                if self._is_disconnect(exc):
+                    raise ConnectionLost(f"{type(exc).__name__}: {exc}") from exc
+                raise
             seq, prev = head.seq, head.hash
-            seqs = []
+            rows = []
             for r in records:
                 seq += 1
-                cert_sha = hashlib.sha256(r.signature_cert_der).hexdigest()
-                created = format_time(r.created)
-                enc = chain.canonical_encoding(
-                    server_id, seq, r.message_id, r.client, r.service, r.direction, r.side,
-                    hashlib.sha256(r.envelope).hexdigest(), cert_sha, r.body_sha256, created)
-                h = chain.record_hash(prev, enc)
-                self._exec(cur, self._insert_ignore("certs", "sha256, der", 2),
-                           (cert_sha, bytes(r.signature_cert_der)))
-                self._exec(cur, "INSERT INTO records (server_id, seq, message_id, client, "
-                           "service, direction, side, envelope, cert_sha256, body_sha256, "
-                           "created, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                           (server_id, seq, r.message_id, r.client, r.service, r.direction,
-                            r.side, bytes(r.envelope), cert_sha, r.body_sha256.lower(),
-                            created, prev, h))
+                h = link(prev, prefix, seq, r.tail)
+                rows.append((server_id, seq, r.message_id, r.client, r.service, r.direction,
+                             r.side, r.envelope, r.cert_sha256, r.body_sha256, r.created,
+                             prev, h))
                 prev = h
-                seqs.append(seq)
-            self._exec(cur, "UPDATE chain_head SET seq = ?, hash = ? WHERE server_id = ?",
-                       (seq, prev, server_id))
-            self._commit()
-            return seqs
+            self._write_and_commit(cur, server_id, list(new_certs.items()), rows, seq, prev)
         except BaseException:
             self._rollback()
             raise
+        # Only now, after the commit, are the certificates known to be stored: a rolled
+        # back batch must not leave them in the cache.
+        if len(known) + len(new_certs) > self._KNOWN_CERTS_MAX:
+            known.clear()
+        known.update(new_certs)
+        return [row[1] for row in rows]
+
+    def _begin_and_lock_head(self, cur, server_id: str) -> Head:
+        self._begin_write()
+        return self._lock_head(cur, server_id)
+
+    def _write_and_commit(self, cur, server_id: str, certs: list[tuple[str, bytes]],
+                          rows: list[tuple], seq: int, head_hash: str) -> None:
+        """Insert certificates and records, move the chain head, commit."""
+        if certs:
+            cur.executemany(self._sql(self._insert_ignore("certs", "sha256, der", 2)), certs)
+        cur.executemany(self._sql(self._INSERT_RECORD), rows)
+        self._exec(cur, "UPDATE chain_head SET seq = ?, hash = ? WHERE server_id = ?",
+                   (seq, head_hash, server_id))
+        self._commit()
 
     def add_timestamp(self, server_id: str, first_seq: int, last_seq: int, chain_hash: str,
                       token: bytes, stamped_at: datetime) -> bool:
@@ -395,5 +468,16 @@ class SqlStore:
                 for r in rows]
 
     def last_timestamp(self, server_id: str) -> Optional[Timestamp]:
-        ts = self.timestamps(server_id, first_seq=0)
-        return ts[-1] if ts else None
+        """The newest timestamp (one row: health checks call this often)."""
+        self._begin_read()
+        try:
+            cur = self.conn.cursor()
+            self._exec(cur, "SELECT server_id, first_seq, last_seq, chain_hash, token, "
+                       "stamped_at FROM timestamps WHERE server_id = ? "
+                       "ORDER BY last_seq DESC LIMIT 1", (server_id,))
+            r = cur.fetchone()
+        finally:
+            self._end_read()
+        if r is None:
+            return None
+        return Timestamp(r[0], int(r[1]), int(r[2]), r[3], bytes(r[4]), parse_time(r[5]))

@@ -3,42 +3,57 @@
 Callers of :meth:`GroupWriter.log` block until the batch holding their record is
 committed (one transaction, up to ``max_batch`` records or whatever was queued), and
 get XRoadError(MLOG_FAILED) if it was not: the message log fails closed.
+
+The writer thread holds the GIL as little as it can: each caller prepares its own
+record (hashes, time text, the chain-independent part of the encoding) before
+queueing it, the queue is the C ``SimpleQueue``, and a waiting caller sleeps on a
+plain lock that the writer releases (no Event/Condition machinery per record).
 """
 from __future__ import annotations
 
 import logging
 import queue
 import threading
+import time
 from typing import Callable, Optional
 
 from ..core.errors import MLOG_FAILED, XRoadError
 from .record import LogRecord
+from .store import ConnectionLost, PreparedRecord
 
 log = logging.getLogger(__name__)
 
 
 class _Pending:
-    __slots__ = ("record", "done", "error", "seq")
+    __slots__ = ("record", "lock", "error", "seq")
 
-    def __init__(self, record: LogRecord) -> None:
+    def __init__(self, record: PreparedRecord) -> None:
         self.record = record
-        self.done = threading.Event()
+        self.lock = threading.Lock()
+        self.lock.acquire()          # released by the writer when the batch is done
         self.error: Optional[str] = None
         self.seq: Optional[int] = None
 
 
 class GroupWriter:
     def __init__(self, store_factory: Callable[[], object], server_id: str,
-                 max_batch: int = 200, commit_timeout: float = 60.0) -> None:
+                 max_batch: int = 200, commit_timeout: float = 60.0,
+                 group_wait: float = 0.0) -> None:
         self._store_factory = store_factory
         self._store = None
         self.server_id = server_id
         self.max_batch = max_batch
         self.commit_timeout = commit_timeout
-        self._queue: "queue.Queue[Optional[_Pending]]" = queue.Queue()
+        # Seconds to wait for more records before committing a batch smaller than the
+        # number of callers waiting (0: commit whatever is queued at once).
+        self.group_wait = group_wait
+        self._queue: "queue.SimpleQueue[Optional[_Pending]]" = queue.SimpleQueue()
         self._closed = False
         self.last_error: Optional[str] = None
+        self.last_error_time: Optional[float] = None   # time.time() of last_error
         self.committed = 0
+        self.batches = 0
+        self._last_batch = 0
         self._thread = threading.Thread(target=self._run, name="messagelog-writer",
                                         daemon=True)
         self._thread.start()
@@ -47,9 +62,13 @@ class GroupWriter:
         """Queue ``record``, wait for its commit, return its seq."""
         if self._closed:
             raise XRoadError(MLOG_FAILED, "message log is closed")
-        p = _Pending(record)
+        try:
+            prepared = PreparedRecord.of(record)
+        except Exception as exc:   # a malformed record is not logged: fail closed
+            raise XRoadError(MLOG_FAILED, f"message log record rejected: {exc}") from exc
+        p = _Pending(prepared)
         self._queue.put(p)
-        if not p.done.wait(self.commit_timeout):
+        if not p.lock.acquire(timeout=self.commit_timeout):
             raise XRoadError(MLOG_FAILED, f"message log did not commit the record within "
                                           f"{self.commit_timeout:.0f} s")
         if p.error is not None:
@@ -58,21 +77,36 @@ class GroupWriter:
         return p.seq
 
     def _run(self) -> None:
+        get, get_nowait = self._queue.get, self._queue.get_nowait
         while True:
-            first = self._queue.get()
+            first = get()
             if first is None:
                 break
             batch = [first]
             stop = False
+            deadline = None
             while len(batch) < self.max_batch:
                 try:
-                    nxt = self._queue.get_nowait()
+                    nxt = get_nowait()
                 except queue.Empty:
-                    break
+                    # Wait only under concurrency (the last batch had company): a lone
+                    # caller never waits.
+                    if self.group_wait <= 0 or self._last_batch < 2:
+                        break
+                    if deadline is None:
+                        deadline = time.monotonic() + self.group_wait
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    try:
+                        nxt = get(timeout=left)
+                    except queue.Empty:
+                        break
                 if nxt is None:
                     stop = True
                     break
                 batch.append(nxt)
+            self._last_batch = len(batch)
             self._commit(batch)
             if stop:
                 break
@@ -81,26 +115,39 @@ class GroupWriter:
             self._store = None
 
     def _commit(self, batch: list[_Pending]) -> None:
+        records = [p.record for p in batch]
         try:
             if self._store is None:
                 self._store = self._store_factory()
-            seqs = self._store.append(self.server_id, [p.record for p in batch])
+            try:
+                seqs = self._store.append_prepared(self.server_id, records)
+            except ConnectionLost:
+                # The database restarted since this connection was last used; nothing
+                # of the batch was written, so one retry on a new connection is safe.
+                self._store.close()
+                self._store = None
+                self._store = self._store_factory()
+                seqs = self._store.append_prepared(self.server_id, records)
         except Exception as exc:
             msg = f"message log write failed, message not logged: {type(exc).__name__}: {exc}"
             log.error("%s", msg)
             self.last_error = msg
+            self.last_error_time = time.time()
             # Reconnect next time: the connection may be the broken part.
             if self._store is not None:
                 self._store.close()
                 self._store = None
             for p in batch:
                 p.error = msg
-                p.done.set()
+                p.lock.release()
             return
+        # Writes work again: an old error no longer describes the log.
+        self.last_error = None
         self.committed += len(batch)
+        self.batches += 1
         for p, seq in zip(batch, seqs):
             p.seq = seq
-            p.done.set()
+            p.lock.release()
 
     def close(self) -> None:
         if self._closed:

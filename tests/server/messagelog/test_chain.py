@@ -96,3 +96,17 @@ def test_renumbered_insert_detected():
     shifted = [replace(r, seq=r.seq + 1) for r in recs[2:]]
     problems = _verify(recs[:2] + [new] + shifted)
     assert problems[0].seq == 3 and problems[0].kind == "changed"
+
+
+def test_fast_encoding_keeps_the_v1_hash():
+    """The hash definition is frozen (archives rely on it): a vector from the original
+    field-by-field encoder, and the fast path equal to the reference encoder."""
+    args = ("KG/GOV/70000001/ss1", 42, "msg-ü-1", "KG/GOV/70000002/centre",
+            "KG/GOV/70000001/registry/getBirthRecord/v1", "response", "server", "AB" * 32,
+            "cd" * 32, "Ef" * 32, "2026-11-25T13:00:00.123456Z")
+    enc = chain.canonical_encoding(*args)
+    assert enc == chain._canonical_encoding_reference(*args)
+    assert chain.record_hash("11" * 32, enc) == \
+        "8d5c72f04075b8529c5929af699f726e1b0d4ca26944c38388d6cd6c9d6b7075"
+    assert chain.link_hash("11" * 32, chain.encoding_prefix(args[0]), 42,
+                           chain.encoding_tail(*args[2:])) == chain.record_hash("11" * 32, enc)

@@ -288,3 +288,37 @@ def test_newer_schema_refused(ml_conf, tmp_path):
     with pytest.raises(XRoadError) as ei:
         open_message_log(ml_conf, tmp_path, SERVER_ID)
     assert ei.value.code == MLOG_FAILED and "newer" in ei.value.message
+
+
+def test_rolled_back_batch_does_not_poison_the_cert_cache(tmp_path, signer, test_ca):
+    """A batch that fails after its certificate was inserted is rolled back: the next
+    batch with the same certificate must store it again (the cache fills on commit)."""
+    from tests.server.messagelog.conftest import Signer
+    from tunduk.server.messagelog.sqlite import SqliteStore
+    other = Signer(*test_ca)                       # a certificate the store never saw
+    store = SqliteStore(tmp_path / "ml.sqlite3")
+    store.append(SERVER_ID, [signer.record()])
+    _tamper(store, "CREATE TRIGGER boom BEFORE INSERT ON records "
+                   "WHEN NEW.message_id LIKE 'msg-666-%' BEGIN SELECT RAISE(ABORT, 'boom'); END")
+    with pytest.raises(Exception, match="boom"):
+        store.append(SERVER_ID, [other.record(666)])
+    store.append(SERVER_ID, [other.record(7)])
+    recs = list(store.records(SERVER_ID))
+    assert [r.seq for r in recs] == [1, 2]
+    assert recs[1].signature_cert_der == other.cert_der      # stored, not lost
+    assert verify_store(store, SERVER_ID) == []
+    store.close()
+
+
+def test_last_error_clears_when_writes_work_again(tmp_path, signer):
+    log = open_message_log(MessageLogConf(backend="sqlite", path=tmp_path / "ml.sqlite3"),
+                           tmp_path, SERVER_ID)
+    log.log(signer.record())
+    log.writer._store.conn.execute("PRAGMA query_only = ON")
+    with pytest.raises(XRoadError):
+        log.log(signer.record())
+    assert "not logged" in log.status()["last_error"]
+    log.log(signer.record())            # the writer reconnected: writes work again
+    st = log.status()
+    assert st["last_error"] is None and st["records"] == 2
+    log.close()
