@@ -16,14 +16,13 @@ from lxml import etree
 
 from ..conf.model import SecurityServer, ServerConf
 from . import errors, exchange, signing
-from .envelope import (Envelope, envelope_from_tree, parse_envelope, parse_xml,
-                       serialize, split_envelope)
+from .envelope import (WSSE_SECURITY, Envelope, envelope_from_tree, parse_envelope,
+                       parse_xml, serialize, split_envelope)
 from .errors import XRoadError
 from .records import make_record
 
 SIGNED_CONTENT_TYPE = "text/xml; charset=utf-8"
-WSSE_SECURITY = ("{http://docs.oasis-open.org/wss/2004/01/"
-                 "oasis-200401-wss-wssecurity-secext-1.0.xsd}Security")
+
 _CONSISTENT_FIELDS = ("client", "service", "id", "user_id", "issue", "protocol_version")
 
 
@@ -72,8 +71,8 @@ class ClientSide:
         self.check_client(env)
         targets = self.find_provider_servers(env)
         digest = exchange.request_hash(raw)
-        digest_el = exchange.add_request_digest(env.header, digest)
-        signing.sign_envelope(env.root, self.signer, list(env.xroad.elements) + [digest_el])
+        exchange.add_request_digest(env.header, digest)
+        signing.sign_envelope(env.root, self.signer, env.header_elements())
         body = serialize(env.root)
         self.log.log(make_record(env, body, direction="request", side="client",
                                  cert_der=self.signer.cert_der))

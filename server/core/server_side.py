@@ -58,7 +58,7 @@ class ServerSide:
         self.check_peer(env, peer_cert_der)
         digest_el = exchange.find_request_digest(env.header)
         verified = signing.verify_envelope(env.root, self.trust,
-                                           list(env.xroad.elements) + [digest_el, env.body])
+                                           env.signed_parts())
         signer = signing.cert_member_id(verified.cert)
         if signer != env.xroad.client.member:
             raise XRoadError(errors.INCORRECT_CERTIFICATE,
@@ -174,7 +174,7 @@ class ServerSide:
         hash_el.set("algorithmId", exchange.SHA512_URI)
         hash_el.text = accepted.request_digest
         env = envelope_from_tree(root, request=False)
-        signing.sign_envelope(root, self.signer, list(env.xroad.elements))
+        signing.sign_envelope(root, self.signer, env.header_elements())
         signed = serialize(root)
         self.log.log(make_record(env, signed, direction="response", side="server",
                                  cert_der=self.signer.cert_der,

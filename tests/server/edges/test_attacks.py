@@ -158,3 +158,12 @@ def test_plain_http_to_server_proxy_is_refused(fed):
         return  # the connection was dropped: refused
     assert reply.status == 400  # cheroot's answer to plain HTTP on a TLS port
     assert b"getBirthRecordResponse" not in reply.body
+
+
+def test_header_added_after_signing_is_refused(fed):
+    root = etree.fromstring(signed_request(fed))
+    header = root.find(f"{{{SOAP}}}Header")
+    etree.SubElement(header, "{http://x-road.eu/xsd/representation.xsd}representedParty")
+    reply = send(fed, etree.tostring(root))
+    assert reply.fault_code == "Server.ServerProxy.InvalidSignature"
+    assert "does not cover" in reply.fault_string
