@@ -19,6 +19,7 @@ from pathlib import Path
 from lxml import etree
 
 from .core.identifiers import ServiceId
+from .devfed import xroad_request as build_request
 from .core.signing import cert_member_id
 
 CITIZEN = "21505198800011"
@@ -46,42 +47,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="where to write the federation (default: a temporary directory)")
     p.add_argument("--key-type", choices=("ec", "rsa"), default="ec",
                    help="signing and TLS key type (default: ec, ECDSA P-256)")
-
-
-def build_request(service: ServiceId, payload: str, message_id: str) -> bytes:
-    """An X-Road 4.0 request exactly as a legacy system would write it by hand."""
-    sub = f"\n      <id:subsystemCode>{service.subsystem}</id:subsystemCode>" \
-        if service.subsystem else ""
-    version = f"\n      <id:serviceVersion>{service.version}</id:serviceVersion>" \
-        if service.version else ""
-    return f"""<?xml version="1.0" encoding="UTF-8"?>
-<SOAP-ENV:Envelope xmlns:SOAP-ENV="{SOAP}"
-    xmlns:xrd="http://x-road.eu/xsd/xroad.xsd" xmlns:id="http://x-road.eu/xsd/identifiers"
-    xmlns:reg="{REGISTRY_NS}">
-  <SOAP-ENV:Header>
-    <xrd:client id:objectType="SUBSYSTEM">
-      <id:xRoadInstance>KG</id:xRoadInstance>
-      <id:memberClass>GOV</id:memberClass>
-      <id:memberCode>70000002</id:memberCode>
-      <id:subsystemCode>centre</id:subsystemCode>
-    </xrd:client>
-    <xrd:service id:objectType="SERVICE">
-      <id:xRoadInstance>{service.instance}</id:xRoadInstance>
-      <id:memberClass>{service.member_class}</id:memberClass>
-      <id:memberCode>{service.member_code}</id:memberCode>{sub}
-      <id:serviceCode>{service.service_code}</id:serviceCode>{version}
-    </xrd:service>
-    <xrd:id>{message_id}</xrd:id>
-    <xrd:userId>KG{CITIZEN}</xrd:userId>
-    <xrd:protocolVersion>4.0</xrd:protocolVersion>
-  </SOAP-ENV:Header>
-  <SOAP-ENV:Body>
-    <reg:{service.service_code}>
-      {payload}
-    </reg:{service.service_code}>
-  </SOAP-ENV:Body>
-</SOAP-ENV:Envelope>
-""".encode("utf-8")
 
 
 class Demo:

@@ -20,7 +20,7 @@ from . import pki
 from .conf.load import load_server_conf
 from .conf.model import ServerConf
 from .conf.write import write_federation_toml, write_server_toml
-from .core.identifiers import ClientId, MemberId
+from .core.identifiers import ClientId, MemberId, ServiceId
 
 
 PROVIDER = MemberId.parse("KG/GOV/70000001")
@@ -210,3 +210,50 @@ def build_federation(base: Path, ca: DevCA, *,
 def create_dev_ca(directory: Path) -> DevCA:
     key, cert = pki.create_ca(directory, key_type="ec")
     return DevCA(directory, key, cert)
+
+
+# -- hand-written requests -------------------------------------------------------------
+REGISTRY_NS = "http://registry.demo.tunduk.kg/"
+CENTRE = ClientId("KG", "GOV", "70000002", "centre")
+
+
+def xroad_request(service: ServiceId, payload: str, message_id: str, *,
+                  client: ClientId = CENTRE, user_id: str = "KG21505198800011",
+                  payload_ns: str = REGISTRY_NS) -> bytes:
+    """An X-Road 4.0 request exactly as a legacy system would write it by hand.
+
+    Used by the demo (and its printed curl command), the tests and the benchmarks.
+    """
+    csub = f"\n      <id:subsystemCode>{client.subsystem}</id:subsystemCode>" \
+        if client.subsystem else ""
+    sub = f"\n      <id:subsystemCode>{service.subsystem}</id:subsystemCode>" \
+        if service.subsystem else ""
+    version = f"\n      <id:serviceVersion>{service.version}</id:serviceVersion>" \
+        if service.version else ""
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<SOAP-ENV:Envelope xmlns:SOAP-ENV="http://schemas.xmlsoap.org/soap/envelope/"
+    xmlns:xrd="http://x-road.eu/xsd/xroad.xsd" xmlns:id="http://x-road.eu/xsd/identifiers"
+    xmlns:reg="{payload_ns}">
+  <SOAP-ENV:Header>
+    <xrd:client id:objectType="{client.object_type}">
+      <id:xRoadInstance>{client.instance}</id:xRoadInstance>
+      <id:memberClass>{client.member_class}</id:memberClass>
+      <id:memberCode>{client.member_code}</id:memberCode>{csub}
+    </xrd:client>
+    <xrd:service id:objectType="SERVICE">
+      <id:xRoadInstance>{service.instance}</id:xRoadInstance>
+      <id:memberClass>{service.member_class}</id:memberClass>
+      <id:memberCode>{service.member_code}</id:memberCode>{sub}
+      <id:serviceCode>{service.service_code}</id:serviceCode>{version}
+    </xrd:service>
+    <xrd:id>{message_id}</xrd:id>
+    <xrd:userId>{user_id}</xrd:userId>
+    <xrd:protocolVersion>4.0</xrd:protocolVersion>
+  </SOAP-ENV:Header>
+  <SOAP-ENV:Body>
+    <reg:{service.service_code}>
+      {payload}
+    </reg:{service.service_code}>
+  </SOAP-ENV:Body>
+</SOAP-ENV:Envelope>
+""".encode("utf-8")

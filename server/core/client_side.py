@@ -14,12 +14,13 @@ from typing import Optional
 
 from lxml import etree
 
-from ..conf.model import SecurityServer, ServerConf
+from ..conf.model import SecurityServer
 from . import errors, exchange, signing
 from .envelope import (WSSE_SECURITY, Envelope, envelope_from_tree, parse_envelope,
                        parse_xml, serialize, split_envelope)
 from .errors import XRoadError
 from .records import make_record
+from .side import Side
 
 SIGNED_CONTENT_TYPE = "text/xml; charset=utf-8"
 
@@ -54,13 +55,8 @@ def check_content_type(content_type: Optional[str]) -> None:
                      "POST the X-Road request as text/xml; charset=utf-8")
 
 
-class ClientSide:
-    def __init__(self, conf: ServerConf, signer: "signing.SigningKey",
-                 trust: "signing.TrustAnchor", log) -> None:
-        self.conf = conf
-        self.signer = signer
-        self.trust = trust
-        self.log = log
+class ClientSide(Side):
+    """The consumer's steps (see the module docstring)."""
 
     # -- request ------------------------------------------------------------------
     def prepare(self, raw: bytes, content_type: Optional[str],

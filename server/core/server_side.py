@@ -20,7 +20,7 @@ from typing import Optional
 
 from lxml import etree
 
-from ..conf.model import LocalService, ServerConf
+from ..conf.model import LocalService
 from . import access, errors, exchange, getwsdl, metaservices, signing
 from .envelope import (HEADER, REQUEST_HASH, Envelope, envelope_from_tree,
                        parse_envelope, parse_xml, read_xroad_headers, serialize,
@@ -28,6 +28,7 @@ from .envelope import (HEADER, REQUEST_HASH, Envelope, envelope_from_tree,
 from .errors import XRoadError
 from .identifiers import XROAD_NS, ServiceId
 from .records import make_record
+from .side import Side
 
 BACKEND_CONTENT_TYPE = "text/xml; charset=utf-8"
 _CONSISTENT_FIELDS = ("client", "service", "id", "user_id", "issue", "protocol_version")
@@ -42,13 +43,8 @@ class AcceptedRequest:
     meta: Optional[str] = None   # metaservice code answered by this server itself
 
 
-class ServerSide:
-    def __init__(self, conf: ServerConf, signer: "signing.SigningKey",
-                 trust: "signing.TrustAnchor", log) -> None:
-        self.conf = conf
-        self.signer = signer
-        self.trust = trust
-        self.log = log
+class ServerSide(Side):
+    """The provider's steps (see the module docstring)."""
 
     # -- request ------------------------------------------------------------------
     def accept(self, raw: bytes, content_type: Optional[str],

@@ -60,35 +60,45 @@ def load_wsgi_app(spec: str) -> WsgiApp:
     raise ValueError(f"{spec} is neither a spyne service nor a WSGI callable")
 
 
-def local_wsdl(spec: str, address: str) -> bytes:
-    """The hosted service's WSDL (X-Road headers declared), endpoint set to ``address``."""
-    app = load_wsgi_app(spec)
-    url = urlsplit(address)
-    host = url.hostname or "localhost"
-    port = str(url.port or (443 if url.scheme == "https" else 80))
+def call_wsgi(app: WsgiApp, method: str, url: str, body: bytes = b"",
+              headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    """Call a WSGI app in-process, as an HTTP request to ``url`` would:
+    (status, lower-cased response headers, body)."""
+    u = urlsplit(url)
     environ = {
-        "REQUEST_METHOD": "GET", "QUERY_STRING": "wsdl", "PATH_INFO": url.path or "/",
-        "SCRIPT_NAME": "", "SERVER_NAME": host, "SERVER_PORT": port,
-        "HTTP_HOST": url.netloc or host, "SERVER_PROTOCOL": "HTTP/1.1",
-        "wsgi.url_scheme": url.scheme or "http", "wsgi.input": io.BytesIO(b""),
-        "wsgi.errors": io.StringIO(), "wsgi.version": (1, 0), "wsgi.multithread": True,
+        "REQUEST_METHOD": method, "PATH_INFO": u.path or "/", "QUERY_STRING": u.query,
+        "SCRIPT_NAME": "", "SERVER_NAME": u.hostname or "localhost",
+        "SERVER_PORT": str(u.port or (443 if u.scheme == "https" else 80)),
+        "HTTP_HOST": u.netloc or "localhost", "SERVER_PROTOCOL": "HTTP/1.1",
+        "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": io.StringIO(), "wsgi.version": (1, 0),
+        "wsgi.url_scheme": u.scheme or "http", "wsgi.multithread": True,
         "wsgi.multiprocess": False, "wsgi.run_once": False,
     }
-    status: list[str] = []
+    for name, value in (headers or {}).items():
+        key = name.upper().replace("-", "_")
+        environ[key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{key}"] = value
+    started: list = []
 
-    def start_response(s: str, headers: list, exc_info=None):
-        status.append(s)
+    def start_response(status: str, response_headers: list, exc_info=None):
+        started[:] = [status, response_headers]
         return lambda data: None
 
     result = app(environ, start_response)
     try:
-        body = b"".join(result)
+        data = b"".join(result)
     finally:
         if hasattr(result, "close"):
             result.close()
-    if not status or not status[0].startswith("200"):
+    return (int(started[0].split()[0]), {k.lower(): v for k, v in started[1]}, data)
+
+
+def local_wsdl(spec: str, address: str) -> bytes:
+    """The hosted service's WSDL (X-Road headers declared), endpoint set to ``address``."""
+    status, _, body = call_wsgi(load_wsgi_app(spec), "GET", address.rstrip("?") + "?wsdl")
+    if status != 200:
         raise errors.XRoadError(errors.WSDL_FAILED,
-                                f"service {spec} gave {status[:1]} for its WSDL")
+                                f"service {spec} gave HTTP {status} for its WSDL")
     root = parse_wsdl(body)
     # spyne caches the WSDL with the URL of the first request: set ours explicitly.
     set_soap_address(root, address)
