@@ -236,7 +236,14 @@ def run(args) -> int:
         if args.serve:
             _print("\nThe federation is up. Client proxy (for local systems): "
                    f"{demo.consumer.client_proxy_url}/")
+            url = demo.consumer.client_proxy_url
             _print("Try:\n" + curl_command(demo))
+            _print("\nWSDL for developers (zeep: python -m zeep '<url>'):\n  "
+                   f"{url}/wsdl?xRoadInstance=KG&memberClass=GOV&memberCode=70000001"
+                   "&subsystemCode=registry&serviceCode=getBirthRecord&version=v1")
+            _print(f"Members and subsystems: {url}/listClients")
+            _print(f"Health (message log, time-stamping): {url}/healthz")
+            _print(f"Configuration and keys: {base}")
             _print("\nCtrl-C stops it.")
             try:
                 while True:
