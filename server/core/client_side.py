@@ -6,6 +6,11 @@ finish():   parse the peer's answer → pass peer faults through → verify sign
             check signer is the provider → check consistency and requestHash → log →
             strip the security header
 The edge (edges/client_proxy.py) does the HTTP between the two calls.
+
+multipart/related messages (SOAP with attachments, MTOM): the SOAP part goes through
+the same steps; requestHash is over its exact bytes as received; each attachment's
+digest is added as a signed ``tdk:attachment`` header (see core/exchange.py) and the
+attachments travel on unchanged, after the signed SOAP part.
 """
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from typing import Optional
 from lxml import etree
 
 from ..conf.model import SecurityServer
-from . import errors, exchange, signing
+from . import errors, exchange, mime, signing
 from .envelope import (WSSE_SECURITY, Envelope, envelope_from_tree, parse_envelope,
                        parse_xml, serialize, split_envelope)
 from .errors import XRoadError
@@ -37,6 +42,8 @@ class PendingExchange:
     targets: tuple[SecurityServer, ...]
     soap_action: Optional[str]
     response_is_fault: bool = False   # set by finish(): the service answered a Fault
+    content_type: str = SIGNED_CONTENT_TYPE           # of ``body``
+    response_content_type: str = SIGNED_CONTENT_TYPE  # set by finish(): of its result
 
 
 def check_content_type(content_type: Optional[str]) -> None:
@@ -48,8 +55,9 @@ def check_content_type(content_type: Optional[str]) -> None:
         return
     if media.startswith("multipart/"):
         raise XRoadError(errors.INVALID_CONTENT_TYPE,
-                         "messages with attachments (multipart) are not supported yet: "
-                         "send a plain SOAP message as text/xml")
+                         f"{media} is not accepted here: send a SOAP message as text/xml, "
+                         "or one with attachments as multipart/related (not on legacy "
+                         "alias paths)")
     raise XRoadError(errors.INVALID_CONTENT_TYPE,
                      f"Content-Type {content_type or '(none)'!r} is not a SOAP 1.1 message: "
                      "POST the X-Road request as text/xml; charset=utf-8")
@@ -61,18 +69,30 @@ class ClientSide(Side):
     # -- request ------------------------------------------------------------------
     def prepare(self, raw: bytes, content_type: Optional[str],
                 soap_action: Optional[str] = None) -> PendingExchange:
-        check_content_type(content_type)
+        msg = None
+        if mime.is_multipart_related(content_type):
+            msg = mime.split(raw, content_type)
+            soap, soap_type = msg.root.content, msg.root_content_type()
+        else:
+            check_content_type(content_type)
+            soap, soap_type = raw, content_type
         self.log.check_accepting()
-        env = parse_envelope(raw, content_type, request=True)
+        env = parse_envelope(soap, soap_type, request=True)
         self.check_client(env)
         targets = self.find_provider_servers(env)
-        digest = exchange.request_hash(raw)
+        digest = exchange.request_hash(soap)
         exchange.add_request_digest(env.header, digest)
+        if msg is not None:
+            exchange.add_attachment_digests(env.header, msg.attachments)
         signing.sign_envelope(env.root, self.signer, env.header_elements())
         body = serialize(env.root)
+        # The log keeps the signed SOAP part; it names the attachments' digests.
         self.log.log(make_record(env, body, direction="request", side="client",
                                  cert_der=self.signer.cert_der))
-        return PendingExchange(env, digest, body, targets, soap_action)
+        if msg is None:
+            return PendingExchange(env, digest, body, targets, soap_action)
+        body, ctype = mime.replace_root(msg, body, mime.utf8_root_header_block(msg.root))
+        return PendingExchange(env, digest, body, targets, soap_action, content_type=ctype)
 
     def check_client(self, env: Envelope) -> None:
         client = env.xroad.client
@@ -104,7 +124,11 @@ class ClientSide(Side):
     # -- response -----------------------------------------------------------------
     def finish(self, pending: PendingExchange, raw: bytes,
                content_type: Optional[str], status: int) -> bytes:
+        msg = None
         try:
+            if mime.is_multipart_related(content_type):
+                msg = mime.split(raw, content_type)
+                raw, content_type = msg.root.content, msg.root_content_type()
             root = parse_xml(raw, content_type)
             header, body = split_envelope(root)
         except XRoadError as exc:
@@ -126,12 +150,17 @@ class ClientSide(Side):
                              f"the response is signed by {signer}, not by the service "
                              f"provider {service.member}")
         self.check_consistency(pending, env)
+        exchange.check_attachments(header, msg.attachments if msg else (), "response")
         pending.response_is_fault = env.is_fault
         self.log.log(make_record(env, raw, direction="response", side="client",
                                  cert_der=verified.cert_der,
                                  service=str(service)))
         signing.strip_security(root)
-        return serialize(root)
+        if msg is None:
+            return serialize(root)
+        exchange.remove_attachment_digests(header)
+        out, pending.response_content_type = mime.replace_root(msg, serialize(root))
+        return out
 
     @staticmethod
     def check_consistency(pending: PendingExchange, env: Envelope) -> None:

@@ -6,6 +6,15 @@ envelope), so the consumer's server states their digest in a signed header of ou
 namespace; the provider copies it into ``xroad:requestHash`` of the response and the
 consumer checks it against what it computed.  The header is removed before the message
 reaches the provider's backend.
+
+Attachments (multipart/related: SOAP with attachments, MTOM) are not covered by the
+XML signature itself, so the sender adds one ``tdk:attachment`` header per attachment
+with the SHA-256 of the part's exact raw bytes (MIME part headers, blank line, content),
+in message order.  Every SOAP header element is signed (Envelope.header_elements), so the
+signature covers the attachments through these digests; the receiver checks them after
+verifying the signature and removes them.  Because the digests sit inside the signed
+envelope, the message log's copy of the signed SOAP part is enough evidence for the
+attachments too (non-repudiation) without storing the attachment bytes.
 """
 from __future__ import annotations
 
@@ -16,13 +25,16 @@ from typing import Optional
 from lxml import etree
 
 from . import errors
+from .mime import Part
 
 TUNDUK_NS = "urn:tunduk:xsd:exchange:1"
 REQUEST_DIGEST = f"{{{TUNDUK_NS}}}requestDigest"
+ATTACHMENT = f"{{{TUNDUK_NS}}}attachment"
+SHA256_URI = "http://www.w3.org/2001/04/xmlenc#sha256"
 SHA512_URI = "http://www.w3.org/2001/04/xmlenc#sha512"
 _ALGORITHMS = {
     SHA512_URI: hashlib.sha512,
-    "http://www.w3.org/2001/04/xmlenc#sha256": hashlib.sha256,
+    SHA256_URI: hashlib.sha256,
     "http://www.w3.org/2001/04/xmldsig-more#sha384": hashlib.sha384,
 }
 
@@ -52,3 +64,52 @@ def find_request_digest(header: Optional[etree._Element]) -> etree._Element:
         raise errors.XRoadError(errors.INVALID_MESSAGE,
                                 "the tunduk request digest header is malformed")
     return el
+
+
+def attachment_digest(part: Part) -> str:
+    """base64 SHA-256 of a part's exact raw bytes (header block and content)."""
+    return base64.b64encode(hashlib.sha256(part.raw).digest()).decode("ascii")
+
+
+def add_attachment_digests(header: etree._Element, parts) -> None:
+    """One ``tdk:attachment`` per part, in order, to be signed with the other headers."""
+    for part in parts:
+        el = etree.SubElement(header, ATTACHMENT, nsmap={"tdk": TUNDUK_NS})
+        el.set("contentId", part.content_id or "")
+        el.set("algorithmId", SHA256_URI)
+        el.text = attachment_digest(part)
+
+
+def remove_attachment_digests(header: Optional[etree._Element]) -> None:
+    if header is not None:
+        for el in header.findall(ATTACHMENT):
+            header.remove(el)
+
+
+def check_attachments(header: Optional[etree._Element], parts, what: str = "request") -> None:
+    """The attachments received are exactly those the (verified) signature names.
+
+    Call only after the signature over the headers has been verified.  A missing,
+    extra, reordered or changed attachment is an InvalidSignatureValue: the signed
+    message does not match what arrived.
+    """
+    signed = [] if header is None else header.findall(ATTACHMENT)
+    parts = list(parts)
+    if len(signed) != len(parts):
+        raise errors.XRoadError(
+            errors.INVALID_SIGNATURE_VALUE,
+            f"the {what} carries {len(parts)} attachment(s) but its signature covers "
+            f"{len(signed)}: an attachment was "
+            f"{'added' if len(parts) > len(signed) else 'removed'} after signing")
+    for i, (el, part) in enumerate(zip(signed, parts), 1):
+        cid = el.get("contentId") or ""
+        if el.get("algorithmId") != SHA256_URI:
+            raise errors.XRoadError(errors.INVALID_SIGNATURE_VALUE,
+                                    f"signed digest of attachment {i} uses an unknown "
+                                    "algorithm")
+        if (part.content_id or "") != cid or \
+                (el.text or "").strip() != attachment_digest(part):
+            raise errors.XRoadError(
+                errors.INVALID_SIGNATURE_VALUE,
+                f"attachment {i} <{part.content_id or ''}> of the {what} does not match "
+                f"the signed digest of attachment <{cid}>: it was changed after signing")

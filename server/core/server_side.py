@@ -9,6 +9,12 @@ accept():   parse → TLS peer is a server of the client's member → verify sig
 respond():  parse the backend's answer → X-Road headers consistent (or copied) →
             requestHash → sign → log
 The edge (edges/server_proxy.py) does the HTTP around and between the two calls.
+
+multipart/related messages (SOAP with attachments, MTOM): the signed SOAP part goes
+through the same steps; after the signature, each attachment is checked against its
+signed ``tdk:attachment`` digest (core/exchange.py), and the backend receives the
+client's parts unchanged under the client's Content-Type.  A multipart response from
+the backend gets the digests of its attachments signed the same way.
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ from typing import Optional
 from lxml import etree
 
 from ..conf.model import LocalService
-from . import access, errors, exchange, getwsdl, metaservices, signing
+from . import access, errors, exchange, getwsdl, metaservices, mime, signing
 from .envelope import (HEADER, REQUEST_HASH, Envelope, envelope_from_tree,
                        parse_envelope, parse_xml, read_xroad_headers, serialize,
                        split_envelope)
@@ -41,6 +47,8 @@ class AcceptedRequest:
     request_digest: str
     backend_body: bytes          # the client's message, security headers removed
     meta: Optional[str] = None   # metaservice code answered by this server itself
+    backend_content_type: str = BACKEND_CONTENT_TYPE        # of ``backend_body``
+    response_content_type: str = BACKEND_CONTENT_TYPE       # set by respond()
 
 
 class ServerSide(Side):
@@ -50,6 +58,10 @@ class ServerSide(Side):
     def accept(self, raw: bytes, content_type: Optional[str],
                peer_cert_der: Optional[bytes]) -> AcceptedRequest:
         self.log.check_accepting()
+        msg = None
+        if mime.is_multipart_related(content_type):
+            msg = mime.split(raw, content_type)
+            raw, content_type = msg.root.content, msg.root_content_type()
         env = parse_envelope(raw, content_type, request=True)
         self.check_peer(env, peer_cert_der)
         digest_el = exchange.find_request_digest(env.header)
@@ -60,6 +72,7 @@ class ServerSide(Side):
             raise XRoadError(errors.INCORRECT_CERTIFICATE,
                              f"the request is signed by {signer}, but xroad:client is "
                              f"{env.xroad.client}: a member can only sign for itself")
+        exchange.check_attachments(env.header, msg.attachments if msg else ())
         meta = self.metaservice_of(env)
         if meta is None:
             service = self.find_service(env)
@@ -71,7 +84,11 @@ class ServerSide(Side):
         digest = digest_el.text.strip()
         signing.strip_security(env.root)
         env.header.remove(digest_el)
-        return AcceptedRequest(env, service, digest, serialize(env.root), meta)
+        if msg is None:
+            return AcceptedRequest(env, service, digest, serialize(env.root), meta)
+        exchange.remove_attachment_digests(env.header)
+        body, ctype = mime.replace_root(msg, serialize(env.root))
+        return AcceptedRequest(env, service, digest, body, meta, backend_content_type=ctype)
 
     def check_peer(self, env: Envelope, peer_cert_der: Optional[bytes]) -> None:
         member = env.xroad.client.member
@@ -153,7 +170,11 @@ class ServerSide(Side):
     # -- response -----------------------------------------------------------------
     def respond(self, accepted: AcceptedRequest, raw: bytes,
                 content_type: Optional[str], status: int) -> bytes:
+        msg = None
         try:
+            if mime.is_multipart_related(content_type):
+                msg = mime.split(raw, content_type)
+                raw, content_type = msg.root.content, msg.root_content_type()
             root = parse_xml(raw, content_type)
             header, body = split_envelope(root)
         except XRoadError as exc:
@@ -169,13 +190,20 @@ class ServerSide(Side):
         hash_el = etree.SubElement(header, REQUEST_HASH, nsmap={"xrd": XROAD_NS})
         hash_el.set("algorithmId", exchange.SHA512_URI)
         hash_el.text = accepted.request_digest
+        exchange.remove_attachment_digests(header)   # only ours may be signed
+        if msg is not None:
+            exchange.add_attachment_digests(header, msg.attachments)
         env = envelope_from_tree(root, request=False)
         signing.sign_envelope(root, self.signer, env.header_elements())
         signed = serialize(root)
         self.log.log(make_record(env, signed, direction="response", side="server",
                                  cert_der=self.signer.cert_der,
                                  service=str(accepted.request.xroad.service)))
-        return signed
+        if msg is None:
+            return signed
+        body, accepted.response_content_type = mime.replace_root(
+            msg, signed, mime.utf8_root_header_block(msg.root))
+        return body
 
     @staticmethod
     def align_headers(request: Envelope, header: etree._Element) -> None:

@@ -35,7 +35,7 @@ class PeerClient:
         for server in pending.targets:
             host, port = split_host_port(server.address)
             self._pins[(host, port)] = server.auth_cert_sha256
-            headers = {"Content-Type": SIGNED_CONTENT_TYPE}
+            headers = {"Content-Type": pending.content_type}
             if pending.soap_action is not None:
                 headers["SOAPAction"] = pending.soap_action
             try:
@@ -115,7 +115,8 @@ class ClientProxyApp:
             body = self.side.finish(pending, resp.body, resp.headers.get("content-type"),
                                     resp.status)
             # SOAP 1.1 over HTTP: a Fault travels with status 500, also the service's own.
-            return (500 if pending.response_is_fault else 200), body, SIGNED_CONTENT_TYPE
+            return ((500 if pending.response_is_fault else 200), body,
+                    pending.response_content_type)
         except PeerFault as fault:
             return fault.status if fault.status >= 400 else 500, fault.body, fault.content_type
         except XRoadError as err:

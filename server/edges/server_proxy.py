@@ -41,11 +41,11 @@ class ServerProxyApp:
                                          BACKEND_CONTENT_TYPE, 200)
             else:
                 resp = self.backends.call(accepted.service, accepted.backend_body,
-                                          BACKEND_CONTENT_TYPE,
+                                          accepted.backend_content_type,
                                           environ.get("HTTP_SOAPACTION"))
                 body = self.side.respond(accepted, resp.body,
                                          resp.headers.get("content-type"), resp.status)
-            return respond(start_response, 200, body, BACKEND_CONTENT_TYPE)
+            return respond(start_response, 200, body, accepted.response_content_type)
         except XRoadError as err:
             headers = accepted.request.xroad.elements if accepted is not None else None
             return respond_error(start_response, err, ORIGIN, headers)

@@ -1,0 +1,145 @@
+"""multipart/related split and join: exact bytes kept, malformed bodies refused clearly."""
+from __future__ import annotations
+
+import pytest
+
+from tunduk.server.core import errors, mime
+from tunduk.server.core.errors import XRoadError
+
+SOAP_PART = b'<?xml version="1.0"?><e:Envelope xmlns:e="urn:x"><e:Body/></e:Envelope>'
+BINARY = bytes(range(256)) * 3 + b"\r\n--notTheBoundary\r\n" + b"\x00\xff"
+ODD_HEADERS = (b"content-id:   <note@example.org>\r\n"
+               b"X-Odd:  spaced\tvalue ;\r\n"
+               b"Content-Type: text/plain;\r\n\tcharset=ISO-8859-1\r\n\r\n")
+CT = ('multipart/related; type="text/xml"; start="<soap@example.org>"; '
+      'boundary="MIME_b0undary"')
+
+
+def swa_body() -> bytes:
+    return (b"preamble to ignore\r\n"
+            b"--MIME_b0undary\r\n"
+            b"Content-Type: text/xml; charset=UTF-8\r\n"
+            b"Content-Transfer-Encoding: 8bit\r\n"
+            b"Content-ID: <soap@example.org>\r\n\r\n" + SOAP_PART +
+            b"\r\n--MIME_b0undary\r\n"
+            b"Content-Type: application/octet-stream\r\n"
+            b"Content-Transfer-Encoding: binary\r\n"
+            b"Content-ID: <bin@example.org>\r\n\r\n" + BINARY +
+            b"\r\n--MIME_b0undary\r\n" + ODD_HEADERS + b"caf\xe9\r\n"
+            b"\r\n--MIME_b0undary--\r\nepilogue\r\n")
+
+
+def test_split_keeps_exact_bytes_of_every_part():
+    msg = mime.split(swa_body(), CT)
+    assert msg.boundary == "MIME_b0undary"
+    assert msg.root_index == 0
+    assert msg.root.content == SOAP_PART
+    assert msg.root.content_id == "soap@example.org"
+    binary, text = msg.attachments
+    assert binary.content == BINARY
+    assert binary.content_id == "bin@example.org"
+    assert binary.header_block.startswith(b"Content-Type: application/octet-stream\r\n")
+    assert text.header_block == ODD_HEADERS
+    assert text.content == b"caf\xe9\r\n"
+    assert text.content_id == "note@example.org"
+    assert text.content_type == "text/plain; charset=ISO-8859-1"   # folded line unfolded
+
+
+def test_join_of_split_parts_is_the_body_without_preamble_and_epilogue():
+    body = swa_body()
+    msg = mime.split(body, CT)
+    joined = mime.join(msg.parts, msg.boundary)
+    start = body.index(b"--MIME_b0undary")
+    end = body.index(b"--MIME_b0undary--") + len(b"--MIME_b0undary--\r\n")
+    assert joined == body[start:end]
+    again = mime.split(joined, CT)
+    assert [p.raw for p in again.parts] == [p.raw for p in msg.parts]
+
+
+def test_replace_root_keeps_attachments_and_content_type():
+    msg = mime.split(swa_body(), CT)
+    body, ctype = mime.replace_root(msg, b"<new/>")
+    assert ctype == CT
+    out = mime.split(body, ctype)
+    assert out.root.content == b"<new/>"
+    assert out.root.header_block == msg.root.header_block
+    assert [p.raw for p in out.attachments] == [p.raw for p in msg.attachments]
+
+
+def test_replace_root_changes_boundary_only_on_collision():
+    msg = mime.split(swa_body(), CT)
+    body, ctype = mime.replace_root(msg, b"<a>\r\n--MIME_b0undary</a>")
+    assert ctype != CT and 'type="text/xml"' in ctype and "start=" in ctype
+    out = mime.split(body, ctype)
+    assert out.root.content == b"<a>\r\n--MIME_b0undary</a>"
+    assert [p.raw for p in out.attachments] == [p.raw for p in msg.attachments]
+
+
+def test_start_parameter_selects_a_root_that_is_not_first():
+    body = (b"--b\r\nContent-ID: <att>\r\nContent-Type: text/plain\r\n\r\nhello"
+            b"\r\n--b\r\nContent-ID: <root>\r\nContent-Type: text/xml\r\n\r\n<x/>"
+            b"\r\n--b--")
+    msg = mime.split(body, 'multipart/related; boundary=b; start="<root>"')
+    assert msg.root_index == 1 and msg.root.content == b"<x/>"
+    assert [p.content for p in msg.attachments] == [b"hello"]
+
+
+def test_mtom_root_and_parameters():
+    ct = ('multipart/related; type="application/xop+xml"; start="<r@x>"; '
+          'start-info="text/xml"; boundary="uuid:1234"')
+    body = (b"--uuid:1234\r\nContent-Type: application/xop+xml; charset=UTF-8; "
+            b'type="text/xml"\r\nContent-ID: <r@x>\r\n\r\n<x/>\r\n--uuid:1234--\r\n')
+    msg = mime.split(body, ct)
+    assert mime.content_type_params(ct) == {"type": "application/xop+xml", "start": "<r@x>",
+                                            "start-info": "text/xml",
+                                            "boundary": "uuid:1234"}
+    assert msg.root_content_type().startswith("application/xop+xml")
+    assert msg.attachments == ()
+
+
+def test_utf8_root_header_block_only_for_other_charsets():
+    msg = mime.split(swa_body(), CT)
+    assert mime.utf8_root_header_block(msg.root) is None
+    latin = mime.make_part(b"Content-Type: text/xml; charset=ISO-8859-1\r\n"
+                           b"Content-ID: <r>\r\n\r\n", b"<x/>")
+    assert mime.utf8_root_header_block(latin) == (
+        b"Content-Type: text/xml; charset=UTF-8\r\nContent-Transfer-Encoding: 8bit\r\n"
+        b"Content-ID: <r>\r\n\r\n")
+
+
+@pytest.mark.parametrize("body,ctype,code,words", [
+    (b"--b\r\n\r\n<x/>\r\n--b--", "multipart/related", errors.INVALID_CONTENT_TYPE,
+     "boundary"),
+    (SOAP_PART, 'multipart/related; boundary="MIME_boundary"', errors.INVALID_CONTENT_TYPE,
+     "no such delimiter"),
+    (b"--b\r\nContent-Type: text/xml\r\n\r\n<x/>\r\n--b\r\n\r\nmore",
+     "multipart/related; boundary=b", errors.INVALID_MESSAGE, "closing delimiter"),
+    (b"--b\r\nContent-Type: text/xml\r\n\r\n<x/>",
+     "multipart/related; boundary=b", errors.INVALID_MESSAGE, "closing delimiter"),
+    (b"--b\r\nContent-Type: application/pdf\r\n\r\n%PDF\r\n--b--",
+     "multipart/related; boundary=b", errors.INVALID_CONTENT_TYPE, "root part"),
+    ((b"--b\r\nContent-Type: text/xml\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+      b"PHgvPg==\r\n--b--"),
+     "multipart/related; boundary=b", errors.INVALID_CONTENT_TYPE, "8bit"),
+    (b"--b\r\nContent-ID: <a>\r\n\r\n<x/>\r\n--b--",
+     'multipart/related; boundary=b; start="<nope>"', errors.INVALID_MESSAGE, "<nope>"),
+    (b"--b\r\nContent-Type: text/xml<x/>\r\n--b--",
+     "multipart/related; boundary=b", errors.INVALID_MESSAGE, "blank line"),
+    (b"--b--\r\n", "multipart/related; boundary=b", errors.INVALID_MESSAGE, "no parts"),
+])
+def test_malformed_multipart(body, ctype, code, words):
+    with pytest.raises(XRoadError) as exc:
+        mime.split(body, ctype)
+    assert exc.value.code == code
+    assert words in exc.value.message
+
+
+def test_boundary_prefix_inside_content_is_not_a_delimiter():
+    body = (b"--b\r\nContent-Type: text/xml\r\n\r\n<x/>\r\n--bb\r\n--b-x\r\n--b--")
+    msg = mime.split(body, "multipart/related; boundary=b")
+    assert msg.root.content == b"<x/>\r\n--bb\r\n--b-x"
+
+
+def test_with_boundary_replaces_only_the_boundary():
+    assert mime.with_boundary('multipart/related; boundary="a"; type="text/xml"', "z") == \
+        'multipart/related; boundary="z"; type="text/xml"'
