@@ -22,14 +22,13 @@ from lxml import etree
 from ..conf.model import SecurityServer
 from . import errors, exchange, mime, signing
 from .envelope import (WSSE_SECURITY, Envelope, envelope_from_tree, parse_envelope,
-                       parse_xml, serialize, split_envelope)
+                       serialize)
 from .errors import XRoadError
 from .records import make_record
 from .side import Side
 
 SIGNED_CONTENT_TYPE = "text/xml; charset=utf-8"
 
-_CONSISTENT_FIELDS = ("client", "service", "id", "user_id", "issue", "protocol_version")
 
 
 @dataclass
@@ -124,17 +123,8 @@ class ClientSide(Side):
     # -- response -----------------------------------------------------------------
     def finish(self, pending: PendingExchange, raw: bytes,
                content_type: Optional[str], status: int) -> bytes:
-        msg = None
-        try:
-            if mime.is_multipart_related(content_type):
-                msg = mime.split(raw, content_type)
-                raw, content_type = msg.root.content, msg.root_content_type()
-            root = parse_xml(raw, content_type)
-            header, body = split_envelope(root)
-        except XRoadError as exc:
-            raise XRoadError(errors.INVALID_RESPONSE,
-                             f"the provider's security server answered HTTP {status} with "
-                             f"something that is not a SOAP message: {exc.message}") from None
+        msg, raw, root, header, body = self.parse_answer(
+            raw, content_type, status, "the provider's security server")
         if not _has_security_header(header):
             fault = _fault_code(body)
             if fault is not None:
@@ -165,12 +155,12 @@ class ClientSide(Side):
     @staticmethod
     def check_consistency(pending: PendingExchange, env: Envelope) -> None:
         req, resp = pending.request.xroad, env.xroad
-        for field in _CONSISTENT_FIELDS:
-            if getattr(req, field) != getattr(resp, field):
-                raise XRoadError(errors.INCONSISTENT_RESPONSE,
-                                 f"the response's X-Road header {field} "
-                                 f"({getattr(resp, field)}) differs from the request's "
-                                 f"({getattr(req, field)})")
+        field = req.first_difference(resp)
+        if field is not None:
+            raise XRoadError(errors.INCONSISTENT_RESPONSE,
+                             f"the response's X-Road header {field} "
+                             f"({getattr(resp, field)}) differs from the request's "
+                             f"({getattr(req, field)})")
         if resp.request_hash is None:
             raise XRoadError(errors.INVALID_REQUEST_HASH,
                              "the response carries no xroad:requestHash")

@@ -104,6 +104,16 @@ class XRoadHeaders:
     # what gets signed, verified and copied into responses.
     elements: tuple
 
+    # The fields a response must carry unchanged from its request.
+    ECHOED = ("client", "service", "id", "user_id", "issue", "protocol_version")
+
+    def first_difference(self, other: "XRoadHeaders") -> Optional[str]:
+        """The first echoed field whose value differs in ``other`` (None: consistent)."""
+        for name in self.ECHOED:
+            if getattr(self, name) != getattr(other, name):
+                return name
+        return None
+
 
 @dataclass
 class Envelope:

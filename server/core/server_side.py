@@ -29,15 +29,13 @@ from lxml import etree
 from ..conf.model import LocalService
 from . import access, errors, exchange, getwsdl, metaservices, mime, signing
 from .envelope import (HEADER, REQUEST_HASH, Envelope, envelope_from_tree,
-                       parse_envelope, parse_xml, read_xroad_headers, serialize,
-                       split_envelope)
+                       parse_envelope, read_xroad_headers, serialize)
 from .errors import XRoadError
 from .identifiers import XROAD_NS, ServiceId
 from .records import make_record
 from .side import Side
 
 BACKEND_CONTENT_TYPE = "text/xml; charset=utf-8"
-_CONSISTENT_FIELDS = ("client", "service", "id", "user_id", "issue", "protocol_version")
 
 
 @dataclass
@@ -170,17 +168,8 @@ class ServerSide(Side):
     # -- response -----------------------------------------------------------------
     def respond(self, accepted: AcceptedRequest, raw: bytes,
                 content_type: Optional[str], status: int) -> bytes:
-        msg = None
-        try:
-            if mime.is_multipart_related(content_type):
-                msg = mime.split(raw, content_type)
-                raw, content_type = msg.root.content, msg.root_content_type()
-            root = parse_xml(raw, content_type)
-            header, body = split_envelope(root)
-        except XRoadError as exc:
-            raise XRoadError(errors.INVALID_RESPONSE,
-                             f"the service answered HTTP {status} with something that is "
-                             f"not a SOAP message: {exc.message}") from None
+        msg, raw, root, header, body = self.parse_answer(raw, content_type, status,
+                                                    "the service")
         if not any(isinstance(c.tag, str) for c in body):
             raise XRoadError(errors.MISSING_BODY, "the service's response has an empty Body")
         if header is None:
@@ -226,9 +215,9 @@ class ServerSide(Side):
             raise XRoadError(errors.INCONSISTENT_RESPONSE,
                              f"the service's response has invalid X-Road headers: "
                              f"{exc.message}") from None
-        for field in _CONSISTENT_FIELDS:
-            if getattr(resp, field) != getattr(request.xroad, field):
-                raise XRoadError(errors.INCONSISTENT_RESPONSE,
-                                 f"the service changed X-Road header {field}: request has "
-                                 f"{getattr(request.xroad, field)}, response has "
-                                 f"{getattr(resp, field)}")
+        field = request.xroad.first_difference(resp)
+        if field is not None:
+            raise XRoadError(errors.INCONSISTENT_RESPONSE,
+                             f"the service changed X-Road header {field}: request has "
+                             f"{getattr(request.xroad, field)}, response has "
+                             f"{getattr(resp, field)}")

@@ -1,7 +1,14 @@
 """What both halves of a security server hold: configuration, keys, trust, message log."""
 from __future__ import annotations
 
+from typing import Optional
+
+from lxml import etree
+
 from ..conf.model import ServerConf
+from . import errors, mime
+from .envelope import parse_xml, split_envelope
+from .errors import XRoadError
 from .signing import SigningKey, TrustAnchor
 
 
@@ -14,3 +21,24 @@ class Side:
         self.signer = signer
         self.trust = trust
         self.log = log
+
+    @staticmethod
+    def parse_answer(raw: bytes, content_type: Optional[str], status: int, who: str
+                     ) -> tuple[Optional["mime.Multipart"], bytes, etree._Element,
+                                Optional[etree._Element], etree._Element]:
+        """(multipart or None, SOAP part bytes, root, Header, Body) of an answer from
+        ``who``; anything that is not a SOAP message is the answerer's failure
+        (InvalidResponse)."""
+        msg = None
+        try:
+            if mime.is_multipart_related(content_type):
+                msg = mime.split(raw, content_type)
+                raw, content_type = msg.root.content, msg.root_content_type()
+            root = parse_xml(raw, content_type)
+            header, body = split_envelope(root)
+        except XRoadError as exc:
+            raise XRoadError(errors.INVALID_RESPONSE,
+                             f"{who} answered HTTP {status} with something that is not a "
+                             f"SOAP message: {exc.message}") from None
+        return msg, raw, root, header, body
+
