@@ -21,7 +21,7 @@ from lxml import etree
 
 from ..conf.model import SecurityServer
 from . import errors, exchange, mime, signing
-from .envelope import (WSSE_SECURITY, Envelope, envelope_from_tree, parse_envelope,
+from .envelope import (WSSE_SECURITY, Envelope, check_soap_action, envelope_from_tree, parse_envelope,
                        serialize)
 from .errors import XRoadError
 from .records import make_record
@@ -77,6 +77,7 @@ class ClientSide(Side):
             soap, soap_type = raw, content_type
         self.log.check_accepting()
         env = parse_envelope(soap, soap_type, request=True)
+        check_soap_action(soap_action, env.xroad.service.service_code)
         self.check_client(env)
         targets = self.find_provider_servers(env)
         digest = exchange.request_hash(soap)
@@ -131,7 +132,11 @@ class ClientSide(Side):
                 # A technical fault from the peer's server proxy (unsigned; the mutual
                 # TLS channel authenticates it): passed through unchanged.
                 raise errors.PeerFault(raw, content_type or SIGNED_CONTENT_TYPE, status, fault)
-        env = envelope_from_tree(root, request=False)
+        try:
+            env = envelope_from_tree(root, request=False)
+        except XRoadError as exc:   # the provider's fault, not the local caller's
+            raise XRoadError(errors.INVALID_RESPONSE, "the provider's security server sent "
+                             f"an invalid X-Road response: {exc.message}") from None
         verified = signing.verify_envelope(root, self.trust, env.signed_parts())
         service = pending.request.xroad.service
         signer = signing.cert_member_id(verified.cert)

@@ -274,3 +274,18 @@ def fault_of(env: Envelope) -> Optional[tuple[str, str]]:
 def serialize(root: etree._Element) -> bytes:
     """UTF-8 bytes with an XML declaration: the one way the server writes messages."""
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
+def check_soap_action(soap_action: Optional[str], service_code: str) -> None:
+    """SOAPAction is forwarded to the service, which may dispatch on it: it must be empty
+    or name the operation that ``xroad:service`` (what access rights are checked
+    against) names, e.g. ``"getBirthRecord"``, ``"urn:registry/getBirthRecord"``."""
+    action = (soap_action or "").strip().strip('"').strip()
+    if not action or action == service_code:
+        return
+    if action.endswith(service_code) and action[-len(service_code) - 1] in "/#:.":
+        return
+    raise errors.XRoadError(errors.INVALID_SOAP,
+                     f"SOAPAction {soap_action!r} names another operation than xroad:service "
+                     f"({service_code!r}): send an empty SOAPAction or one ending in "
+                     f"{service_code!r}")

@@ -207,7 +207,8 @@ class ServerSide(Side):
                         for c in header)
         if not has_xroad:
             for el in request.xroad.elements:
-                header.append(copy.deepcopy(el))
+                if el.tag != REQUEST_HASH:   # a request should not carry one; ours follows
+                    header.append(copy.deepcopy(el))
             return
         try:
             resp = read_xroad_headers(header, request=False)

@@ -407,16 +407,17 @@ def _one(parent: etree._Element, tag: str, what: str) -> etree._Element:
     return found[0]
 
 
-def _ids(envelope: etree._Element) -> dict[str, tuple[etree._Element, str]]:
-    """ID value -> (element, attribute name), refusing any value used twice."""
-    ids: dict[str, tuple[etree._Element, str]] = {}
+def _ids(envelope: etree._Element) -> dict[str, list[tuple[etree._Element, str]]]:
+    """ID value -> every (element, attribute name) carrying it.
+
+    A value the signature refers to must occur exactly once (see ``_local_ref``): a
+    duplicate is how a wrapping attack makes the verifier and the application look at
+    different elements.  Duplicates elsewhere (business data with ``ID="1"`` twice)
+    are the payload's own affair.
+    """
+    ids: dict[str, list[tuple[etree._Element, str]]] = {}
     for value in _ID_ATTRS(envelope):
-        el = value.getparent()
-        prev = ids.setdefault(str(value), (el, value.attrname))
-        if prev[0] is not el or prev[1] != value.attrname:
-            raise _invalid(f"the ID {str(value)!r} appears more than once in the message "
-                           f"(on {_name(prev[0])} and {_name(el)}): the message was "
-                           "altered or built wrongly (possible signature wrapping)")
+        ids.setdefault(str(value), []).append((value.getparent(), value.attrname))
     return ids
 
 
@@ -424,9 +425,13 @@ def _local_ref(uri: Optional[str], ids: dict, what: str) -> etree._Element:
     if not uri or not uri.startswith("#") or len(uri) < 2:
         raise _invalid(f"{what} must point to an element by '#id', got {uri!r}")
     found = ids.get(uri[1:])
-    if found is None:
+    if not found:
         raise _invalid(f"{what} points to {uri}, which is not in the message")
-    return found[0]
+    if len(found) > 1:
+        raise _invalid(f"the ID {uri[1:]!r} appears more than once in the message (on "
+                       + " and ".join(_name(el) for el, _ in found) + "): the message "
+                       "was altered or built wrongly (possible signature wrapping)")
+    return found[0][0]
 
 
 def _check_reference(ref: etree._Element, ids: dict) -> etree._Element:
@@ -485,6 +490,11 @@ def verify_envelope(envelope: etree._Element, trust: TrustAnchor,
                        f"found {len(sigs)}")
     sig = sigs[0]
     ts = _one(sec, _TIMESTAMP, "wsse:Security")
+    extra = [_name(c) for c in sec if isinstance(c.tag, str)
+             and c.tag not in (_BST, _TIMESTAMP, _SIGNATURE)]
+    if extra:
+        raise _invalid("wsse:Security may hold only the BinarySecurityToken, the "
+                       "Timestamp and the Signature; it also holds " + ", ".join(extra))
     ids = _ids(envelope)
 
     signed_info = _one(sig, _SIGNED_INFO, "ds:Signature")
@@ -544,7 +554,7 @@ def verify_envelope(envelope: etree._Element, trust: TrustAnchor,
     # XML-DSig core validation: each reference digest, then the signature over the
     # canonical SignedInfo (xmlsec checks the signature value).
     for ref in refs:
-        target = ids[ref.get("URI")[1:]][0]
+        target = ids[ref.get("URI")[1:]][0][0]
         expected = (ref.findtext(_DIGEST_VALUE) or "").strip()
         actual = _digest_b64(target, ref.find(_DIGEST_METHOD).get("Algorithm"))
         if not hmac.compare_digest(expected, actual):

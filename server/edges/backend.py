@@ -1,6 +1,9 @@
 """Calls to the provider's local services: an HTTP URL, or a WSGI app hosted in-process."""
 from __future__ import annotations
 
+import logging
+import ssl
+import threading
 from typing import Optional
 from urllib.parse import urlsplit
 
@@ -8,7 +11,9 @@ from ..conf.model import LocalService
 from ..core import errors
 from ..core.errors import XRoadError
 from ..services.hosting import call_wsgi, load_wsgi_app, local_wsdl
-from .http_pool import Pool, Pools, Response, TransportError
+from .http_pool import Pool, Response, TransportError
+
+log = logging.getLogger("tunduk")
 
 
 #: Endpoint written into a hosted service's WSDL before it leaves this server; the
@@ -21,8 +26,23 @@ def _with_wsdl_query(url: str) -> str:
 
 
 class Backends:
-    def __init__(self, timeout: float = 30.0) -> None:
-        self._pools = Pools(lambda host, port: Pool(host, port, timeout=timeout))
+    def __init__(self) -> None:
+        self._pools: dict[tuple, Pool] = {}
+        self._lock = threading.Lock()
+        self._tls = ssl.create_default_context()   # https backends: system CAs
+
+    def _pool(self, scheme: str, host: str, port: Optional[int], timeout: float) -> Pool:
+        """One keep-alive pool per backend endpoint and timeout (https: TLS, port 443)."""
+        key = (scheme, host, port, timeout)
+        pool = self._pools.get(key)
+        if pool is None:
+            with self._lock:
+                pool = self._pools.get(key)
+                if pool is None:
+                    tls = self._tls if scheme == "https" else None
+                    pool = self._pools[key] = Pool(
+                        host, port or (443 if tls else 80), ssl_context=tls, timeout=timeout)
+        return pool
 
     def call(self, service: LocalService, body: bytes, content_type: str,
              soap_action: Optional[str]) -> Response:
@@ -36,13 +56,19 @@ class Backends:
                                                        "http://localhost/", body, headers)
                 return Response(status, resp_headers, data)
             url = urlsplit(service.backend_url)
-            pool = self._pools.get(url.hostname, url.port or 80)
-            return pool.post(url.path or "/", body, headers)
+            pool = self._pool(url.scheme, url.hostname, url.port, service.timeout)
+            path = (url.path or "/") + (f"?{url.query}" if url.query else "")
+            return pool.post(path, body, headers)
         except TransportError as exc:
-            raise XRoadError(errors.SERVICE_FAILED,
-                             f"could not reach the service {service.id} at "
-                             f"{service.backend_url}: {exc}; check that the backend runs "
-                             "and the URL in the configuration is right") from None
+            # The caller may be another organisation: the backend's address and the
+            # socket error go to this server's log only, under the fault's id.
+            err = XRoadError(errors.SERVICE_FAILED,
+                             f"the service {service.id} could not be reached; the "
+                             "provider's operator can find the cause by the id in "
+                             "faultDetail")
+            log.warning("backend %s of %s failed [%s]: %s", service.backend_url, service.id,
+                        err.detail_id, exc)
+            raise err from None
 
     def fetch_wsdl(self, service: LocalService) -> bytes:
         """The service's own WSDL: from the hosted spyne app, or by GET from the backend
@@ -51,13 +77,13 @@ class Backends:
             return local_wsdl(service.spyne, WSDL_PLACEHOLDER_ADDRESS)
         location = service.wsdl_url or _with_wsdl_query(service.backend_url or "")
         url = urlsplit(location)
-        if url.scheme != "http" or not url.hostname:
+        if url.scheme not in ("http", "https") or not url.hostname:
             raise XRoadError(errors.WSDL_FAILED,
                              f"no WSDL location for service {service.id}: set wsdl_url "
-                             "to an http:// URL in the configuration")
+                             "to an http(s):// URL in the configuration")
         path = (url.path or "/") + (f"?{url.query}" if url.query else "")
         try:
-            resp = self._pools.get(url.hostname, url.port or 80).get(path)
+            resp = self._pool(url.scheme, url.hostname, url.port, service.timeout).get(path)
         except TransportError as exc:
             raise XRoadError(errors.WSDL_FAILED,
                              f"could not fetch the WSDL of {service.id} from {location}: "
@@ -69,4 +95,5 @@ class Backends:
         return resp.body
 
     def close(self) -> None:
-        self._pools.close()
+        for pool in list(self._pools.values()):
+            pool.close()

@@ -5,7 +5,7 @@ import ssl
 from typing import Optional
 
 from ..core import errors
-from ..core.envelope import MAX_MESSAGE_BYTES
+from ..core.envelope import MAX_MESSAGE_BYTES, check_soap_action
 from ..core.errors import Origin, XRoadError
 from ..core.getwsdl import GET_WSDL
 from ..core.server_side import BACKEND_CONTENT_TYPE, AcceptedRequest, ServerSide
@@ -40,9 +40,10 @@ class ServerProxyApp:
                 body = self.side.respond(accepted, self.answer_meta(accepted),
                                          BACKEND_CONTENT_TYPE, 200)
             else:
+                soap_action = environ.get("HTTP_SOAPACTION")
+                check_soap_action(soap_action, accepted.request.xroad.service.service_code)
                 resp = self.backends.call(accepted.service, accepted.backend_body,
-                                          accepted.backend_content_type,
-                                          environ.get("HTTP_SOAPACTION"))
+                                          accepted.backend_content_type, soap_action)
                 body = self.side.respond(accepted, resp.body,
                                          resp.headers.get("content-type"), resp.status)
             return respond(start_response, 200, body, accepted.response_content_type)

@@ -23,6 +23,8 @@ def read_body(environ: dict, limit: int) -> bytes:
         length = int(environ.get("CONTENT_LENGTH") or 0)
     except ValueError:
         raise XRoadError(errors.INVALID_MESSAGE, "invalid Content-Length header") from None
+    if length < 0:
+        raise XRoadError(errors.INVALID_MESSAGE, "invalid Content-Length header")
     if length > limit:
         raise XRoadError(errors.MESSAGE_TOO_LARGE,
                          f"the message is {length} bytes; the limit is {limit}")

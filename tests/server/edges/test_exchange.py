@@ -145,3 +145,42 @@ def test_backend_down_is_service_failed(run_federation):
 def test_backend_answering_non_soap(fed):
     reply = post(fed.client_url, request("notSoap", payload="<x/>"))
     assert reply.fault_code == "Server.ServerProxy.ServiceFailed.InvalidResponse"
+
+
+def test_negative_content_length_is_refused_not_read_to_the_end(fed):
+    import socket
+    host, port = fed.client_url.rsplit("/", 1)[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n"
+                  b"Content-Length: -1\r\n\r\n" + b"x" * 1000)
+        s.shutdown(socket.SHUT_WR)
+        answer = s.recv(65536)
+    assert b" 500 " in answer.split(b"\r\n")[0] or b" 400 " in answer.split(b"\r\n")[0]
+    assert b"getBirthRecordResponse" not in answer
+
+
+@pytest.mark.parametrize("action,ok", [
+    ('"getBirthRecord"', True), ("urn:registry/getBirthRecord", True), ('""', True),
+    ("http://registry.demo.tunduk.kg/getBirthRecord", True),
+    ('"urn:registry/deleteRecord"', False), ("getBirthRecordX", False)])
+def test_soap_action_must_name_the_service(fed, action, ok):
+    reply = post(fed.client_url, request(), headers={"SOAPAction": action})
+    if ok:
+        assert reply.status == 200, reply.body
+    else:
+        assert reply.fault_code == "Client.InvalidSoap"
+        assert "SOAPAction" in reply.fault_string
+
+
+def test_request_carrying_request_hash_gets_one_back(run_federation, echo_backend):
+    svc = dict(SERVICES[0], url=echo_backend.url + "noheaders")
+    fed = run_federation(services=[svc], access=ACCESS[:1])
+    raw = request().replace(
+        b"<xrd:protocolVersion>4.0</xrd:protocolVersion>",
+        b"<xrd:protocolVersion>4.0</xrd:protocolVersion><xrd:requestHash algorithmId="
+        b'"http://www.w3.org/2001/04/xmlenc#sha512">bogus</xrd:requestHash>')
+    reply = post(fed.client_url, raw)
+    assert reply.status == 200, reply.body
+    hashes = reply.xml().findall(f".//{{{XRD}}}requestHash")
+    assert len(hashes) == 1
+    assert hashes[0].text == base64.b64encode(hashlib.sha512(raw).digest()).decode()
