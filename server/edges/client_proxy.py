@@ -42,6 +42,13 @@ class PeerClient:
                 return self._by_address.get(host, port).post("/", pending.body, headers)
             except TransportError as exc:
                 failures.append(f"{server} at {server.address}: {exc}")
+                if exc.sent:
+                    # The request may have reached the provider: sending it to another
+                    # of its servers could run it twice.
+                    raise XRoadError(errors.NETWORK_ERROR,
+                                     "the exchange with the provider's security server "
+                                     f"failed after the request was sent ({failures[-1]}); "
+                                     "it may or may not have been processed") from None
         raise XRoadError(errors.NETWORK_ERROR,
                          "could not reach the provider's security server ("
                          + "; ".join(failures) + "); check that it runs and that the "

@@ -17,7 +17,19 @@ from typing import Callable, Optional
 
 
 class TransportError(Exception):
-    """The HTTP exchange failed (connect, TLS, send or receive)."""
+    """The HTTP exchange failed (connect, TLS, send or receive).
+
+    ``sent`` is False only when the request certainly never left (connect, TLS or
+    certificate pin failed): only then may a caller try another server with it.
+    """
+
+    def __init__(self, message: str, *, sent: bool = True) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
+class ResponseTooLarge(Exception):
+    pass
 
 
 @dataclass
@@ -40,8 +52,10 @@ class Pool:
 
     def __init__(self, host: str, port: int, *, ssl_context: Optional[ssl.SSLContext] = None,
                  timeout: float = 60.0, maxsize: int = 64,
-                 verify_peer: Optional[Callable[[bytes], None]] = None) -> None:
+                 verify_peer: Optional[Callable[[bytes], None]] = None,
+                 max_response_bytes: int = 50 * 1024 * 1024) -> None:
         self.host, self.port = host, port
+        self.max_response_bytes = max_response_bytes
         self.ssl_context = ssl_context
         self.timeout = timeout
         self.verify_peer = verify_peer
@@ -80,28 +94,36 @@ class Pool:
         try:
             conn, reused = self._idle.get_nowait(), True
         except queue.Empty:
-            conn, reused = None, False
+            conn, reused = self._connect(), False
         try:
-            if conn is None:
-                conn = self._new()
             try:
                 return self._roundtrip(conn, method, path, body, headers)
             except _STALE:
                 conn.close()
                 if not reused:
                     raise
-                conn = self._new()
+                conn = self._connect()
                 return self._roundtrip(conn, method, path, body, headers)
-        except (OSError, http.client.HTTPException) as exc:
-            if conn is not None:
-                conn.close()
+        except (OSError, http.client.HTTPException, ResponseTooLarge) as exc:
+            conn.close()
             raise TransportError(_describe(exc)) from exc
+
+    def _connect(self) -> http.client.HTTPConnection:
+        try:
+            return self._new()
+        except (OSError, http.client.HTTPException) as exc:
+            raise TransportError(_describe(exc), sent=False) from exc
 
     def _roundtrip(self, conn, method: str, path: str, body: Optional[bytes],
                    headers: dict[str, str]) -> Response:
         conn.request(method, path, body=body, headers=headers)
         resp = conn.getresponse()
-        data = resp.read()
+        limit = self.max_response_bytes
+        if int(resp.getheader("Content-Length") or 0) > limit:
+            raise ResponseTooLarge(f"the answer is larger than {limit} bytes")
+        data = resp.read(limit + 1)
+        if len(data) > limit:
+            raise ResponseTooLarge(f"the answer is larger than {limit} bytes")
         result = Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data,
                           conn.peer_cert_der)
         if resp.will_close:
@@ -122,6 +144,8 @@ class Pool:
 
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ResponseTooLarge):
+        return str(exc)
     if isinstance(exc, ssl.SSLError):
         return f"TLS failure: {exc.reason or exc}"
     if isinstance(exc, socket.timeout) or isinstance(exc, TimeoutError):

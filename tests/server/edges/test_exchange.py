@@ -184,3 +184,18 @@ def test_request_carrying_request_hash_gets_one_back(run_federation, echo_backen
     hashes = reply.xml().findall(f".//{{{XRD}}}requestHash")
     assert len(hashes) == 1
     assert hashes[0].text == base64.b64encode(hashlib.sha512(raw).digest()).decode()
+
+
+def test_provider_with_a_dead_server_first_fails_over_to_the_next(fed):
+    """The provider has two servers and the first is down: the request goes to the
+    second.  (Failover happens only when nothing was sent, so never twice.)"""
+    import dataclasses
+
+    from tests.fixtures.pki import free_port
+    consumer = fed.consumer.client_app
+    pending = consumer.side.prepare(request(), "text/xml")
+    live = pending.targets[0]
+    dead = dataclasses.replace(live, code="ss0", address=f"127.0.0.1:{free_port()}")
+    pending.targets = (dead, live)
+    resp = consumer.peers.send(pending)
+    assert resp.status == 200 and b"getBirthRecordResponse" in resp.body
