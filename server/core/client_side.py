@@ -80,6 +80,13 @@ class ClientSide(Side):
         check_soap_action(soap_action, env.xroad.service.service_code)
         self.check_client(env)
         targets = self.find_provider_servers(env)
+        ours = [h for h in env.header_elements()
+                if etree.QName(h).namespace == exchange.TUNDUK_NS]
+        if ours:
+            raise XRoadError(errors.INVALID_MESSAGE,
+                             f"the request carries a {etree.QName(ours[0]).localname} header "
+                             f"of namespace {exchange.TUNDUK_NS}: only security servers "
+                             "write those; remove it")
         digest = exchange.request_hash(soap)
         exchange.add_request_digest(env.header, digest)
         if msg is not None:

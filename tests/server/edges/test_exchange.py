@@ -199,3 +199,14 @@ def test_provider_with_a_dead_server_first_fails_over_to_the_next(fed):
     pending.targets = (dead, live)
     resp = consumer.peers.send(pending)
     assert resp.status == 200 and b"getBirthRecordResponse" in resp.body
+
+
+def test_client_cannot_smuggle_tunduk_headers(fed):
+    raw = request().replace(
+        b"<xrd:protocolVersion>4.0</xrd:protocolVersion>",
+        b"<xrd:protocolVersion>4.0</xrd:protocolVersion>"
+        b'<t:requestDigest xmlns:t="urn:tunduk:xsd:exchange:1" '
+        b'algorithmId="http://www.w3.org/2001/04/xmlenc#sha512">x</t:requestDigest>')
+    reply = post(fed.client_url, raw)
+    assert reply.fault_code == "Client.InvalidMessage"
+    assert "only security servers" in reply.fault_string
