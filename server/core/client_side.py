@@ -21,8 +21,8 @@ from lxml import etree
 
 from ..conf.model import SecurityServer
 from . import errors, exchange, mime, signing
-from .envelope import (WSSE_SECURITY, Envelope, check_soap_action, envelope_from_tree, parse_envelope,
-                       serialize)
+from .envelope import (WSSE_SECURITY, Envelope, check_soap_action, envelope_from_parts,
+                       parse_envelope, serialize)
 from .errors import XRoadError
 from .records import make_record
 from .side import Side
@@ -140,7 +140,7 @@ class ClientSide(Side):
                 # TLS channel authenticates it): passed through unchanged.
                 raise errors.PeerFault(raw, content_type or SIGNED_CONTENT_TYPE, status, fault)
         try:
-            env = envelope_from_tree(root, request=False)
+            env = envelope_from_parts(root, header, body, request=False)
         except XRoadError as exc:   # the provider's fault, not the local caller's
             raise XRoadError(errors.INVALID_RESPONSE, "the provider's security server sent "
                              f"an invalid X-Road response: {exc.message}") from None

@@ -241,6 +241,12 @@ def parse_envelope(data: bytes, content_type: Optional[str] = None, *,
 
 def envelope_from_tree(root: etree._Element, *, request: bool = True) -> Envelope:
     header, body = split_envelope(root)
+    return envelope_from_parts(root, header, body, request=request)
+
+
+def envelope_from_parts(root: etree._Element, header: Optional[etree._Element],
+                        body: etree._Element, *, request: bool = True) -> Envelope:
+    """Like :func:`envelope_from_tree`, for a root already split by ``split_envelope``."""
     xroad = read_xroad_headers(header, request=request)
     env = Envelope(root, header, body, xroad)
     payload_elements = _elements(body)

@@ -28,7 +28,7 @@ from lxml import etree
 
 from ..conf.model import LocalService
 from . import access, errors, exchange, getwsdl, metaservices, mime, signing
-from .envelope import (HEADER, REQUEST_HASH, Envelope, envelope_from_tree,
+from .envelope import (HEADER, REQUEST_HASH, Envelope, envelope_from_parts,
                        parse_envelope, read_xroad_headers, serialize)
 from .errors import XRoadError
 from .identifiers import XROAD_NS, ServiceId
@@ -182,7 +182,7 @@ class ServerSide(Side):
         exchange.remove_attachment_digests(header)   # only ours may be signed
         if msg is not None:
             exchange.add_attachment_digests(header, msg.attachments)
-        env = envelope_from_tree(root, request=False)
+        env = envelope_from_parts(root, header, body, request=False)
         signing.sign_envelope(root, self.signer, env.header_elements())
         signed = serialize(root)
         self.log.log(make_record(env, signed, direction="response", side="server",
