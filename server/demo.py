@@ -166,22 +166,25 @@ def exchange(demo: Demo, service: ServiceId, payload: str, expect_fault: str | N
     cons_srv, prov_srv = f"SERVER:{cons.member}/{cons.code}", f"SERVER:{prov.member}/{prov.code}"
     c_logs = {(d, s): (seq, subj) for seq, d, s, subj in demo.log_records(demo.consumer, message_id)}
     p_logs = {(d, s): (seq, subj) for seq, d, s, subj in demo.log_records(demo.provider, message_id)}
-    if ("request", "client") in c_logs:
-        seq, subj = c_logs[("request", "client")]
-        _print(f"  2. {cons_srv} signed the request as {subj}, logged it (seq {seq}) and "
-               f"sent it over mutual TLS to {prov_srv}")
-    if ("request", "server") in p_logs:
-        seq, subj = p_logs[("request", "server")]
-        _print(f"  3. {prov_srv} checked the TLS peer is a server of {cons.member}, verified "
-               f"the signature of {subj}, checked access, logged it (seq {seq})")
-    if ("response", "server") in p_logs:
-        seq, subj = p_logs[("response", "server")]
-        _print(f"  4. {prov_srv} called the registry backend, signed its answer as {subj} "
-               f"with the requestHash, logged it (seq {seq})")
-    if ("response", "client") in c_logs:
-        seq, subj = c_logs[("response", "client")]
-        _print(f"  5. {cons_srv} verified the signature of {subj} and the requestHash, "
-               f"logged it (seq {seq}) and answered the centre system")
+    hops = (
+        (c_logs, ("request", "client"),
+         "2. {cons} signed the request as {subj}, logged it (seq {seq}) and sent it over "
+         "mutual TLS to {prov}"),
+        (p_logs, ("request", "server"),
+         "3. {prov} checked the TLS peer is a server of {member}, verified the signature "
+         "of {subj}, checked access, logged it (seq {seq})"),
+        (p_logs, ("response", "server"),
+         "4. {prov} called the registry backend, signed its answer as {subj} with the "
+         "requestHash, logged it (seq {seq})"),
+        (c_logs, ("response", "client"),
+         "5. {cons} verified the signature of {subj} and the requestHash, logged it "
+         "(seq {seq}) and answered the centre system"),
+    )
+    for logs, key, text in hops:    # only what the servers really logged is told
+        if key in logs:
+            seq, subj = logs[key]
+            _print("  " + text.format(cons=cons_srv, prov=prov_srv, member=cons.member,
+                                      subj=subj, seq=seq))
     if fault:
         _print(f"  ✗ fault {fault}: {payload_el.findtext('faultstring')}  ({elapsed:.0f} ms)")
         ok = fault == expect_fault
