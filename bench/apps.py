@@ -74,8 +74,13 @@ def static(body: bytes = STATIC_ANSWER) -> Callable:
     return app
 
 
-def serve(app: Callable, port: int, threads: int) -> None:
+def serve(app: Callable, port: int, threads: int, *, tunduk_io: bool = False) -> None:
     server = wsgi.Server(("127.0.0.1", port), app, numthreads=threads)
+    if tunduk_io:
+        # The socket files the security servers use (edges/cheroot_io), so the plain
+        # proxies pay for exactly the HTTP stack tunduk pays for.
+        from tunduk.server.edges.cheroot_io import Connection
+        server.ConnectionClass = Connection
     # Nothing to flush: leave at once (a graceful cheroot stop from a signal handler
     # waits for keep-alive connections).
     signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
@@ -102,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         app = PassThrough(a.upstream)
     else:
         app = static()
-    serve(app, a.port, a.threads)
+    serve(app, a.port, a.threads, tunduk_io=a.kind == "proxy")
     return 0
 
 

@@ -10,7 +10,6 @@ import threading
 from dataclasses import dataclass, field
 from typing import Optional
 
-from cheroot import server as cheroot_server
 from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
@@ -18,7 +17,7 @@ from .conf.model import ServerConf
 from .core.client_side import ClientSide
 from .core.server_side import ServerSide
 from .core.signing import SigningKey, TrustAnchor
-from .edges import tls
+from .edges import cheroot_io, tls
 from .edges.backend import Backends
 from .edges.client_proxy import ClientProxyApp, PeerClient
 from .edges.server_proxy import ServerProxyApp
@@ -28,22 +27,6 @@ log = logging.getLogger("tunduk")
 
 def server_id(conf: ServerConf) -> str:
     return f"{conf.owner}/{conf.server_code}"
-
-
-class _AbsoluteFormRequest(cheroot_server.HTTPRequest):
-    """Accepts absolute-form targets (``POST http://host:port/path HTTP/1.1``).
-
-    Clients that use the security server as their HTTP proxy (e.g. pyxroad) send
-    them; cheroot refuses them unless in proxy mode, which changes nothing else for
-    POST/GET: PATH_INFO is still the path of the target.
-    """
-
-    def __init__(self, server, conn, proxy_mode=True, strict_mode=True):
-        super().__init__(server, conn, proxy_mode=True, strict_mode=strict_mode)
-
-
-class _AbsoluteFormConnection(cheroot_server.HTTPConnection):
-    RequestHandlerClass = _AbsoluteFormRequest
 
 
 @dataclass
@@ -78,7 +61,6 @@ class Node:
         c = self.conf
         client = wsgi.Server(c.listen.client_proxy, self.client_app,
                              numthreads=c.listen.threads, reuse_port=reuse_port)
-        client.ConnectionClass = _AbsoluteFormConnection
         server = wsgi.Server(c.listen.server_proxy, self.server_app,
                              numthreads=c.listen.threads, reuse_port=reuse_port)
         adapter = BuiltinSSLAdapter(str(c.keys.auth_cert), str(c.keys.auth_key))
@@ -86,6 +68,7 @@ class Node:
                                              c.keys.auth_key)
         server.ssl_adapter = adapter
         for s in (client, server):
+            s.ConnectionClass = cheroot_io.Connection
             s.server_name = f"tunduk {server_id(c)}"
         return [client, server]
 
