@@ -1,8 +1,8 @@
 """A throwaway PostgreSQL cluster for the benchmark.
 
-Reuses the test fixture's cluster code as it is (``tests.fixtures.postgres.PgCluster``:
-initdb + pg_ctl on 127.0.0.1, fsync off, run as ``nobody`` when we are root), so the
-benchmark and the tests start PostgreSQL the same way.
+The tests' cluster code (``tunduk.server.devpg.PgCluster``: initdb + pg_ctl on
+127.0.0.1, run as ``nobody`` when we are root), but with fsync on: the benchmark
+compares durable message logs (SQLite runs with synchronous=FULL).
 """
 from __future__ import annotations
 
@@ -23,16 +23,13 @@ class BenchPostgres:
 
     def start(self) -> Optional[str]:
         """Start the cluster; return why it could not be started, or None."""
-        try:
-            from tests.fixtures.postgres import PgCluster, _pg_bin
-        except ImportError as exc:
-            return f"cannot import the cluster helper (run from the repository root): {exc}"
-        bindir = _pg_bin()
+        from tunduk.server.devpg import PgCluster, pg_bin
+        bindir = pg_bin()
         if bindir is None:
             return "PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin)"
         self.base = Path(tempfile.mkdtemp(prefix="tunduk-bench-pg-", dir="/tmp"))
         os.chmod(self.base, 0o755)
-        cluster = PgCluster(bindir, self.base)
+        cluster = PgCluster(bindir, self.base, fsync=True)
         try:
             cluster.start()
         except Exception as exc:
