@@ -1,0 +1,126 @@
+"""cheroot with tunduk's socket files: bodies split across packets, pipelined
+keep-alive requests, absolute-form targets, the head sent with the body."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import httptools
+import pytest
+from cheroot import wsgi
+
+from tunduk.server.edges.cheroot_io import Connection, SocketWriter
+
+
+def _echo(environ, start_response):
+    body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    answer = environ["PATH_INFO"].encode() + b"|" + body
+    start_response("200 OK", [("Content-Type", "text/plain"),
+                              ("Content-Length", str(len(answer)))])
+    return [answer]
+
+
+def _empty(environ, start_response):
+    start_response("204 No Content", [])
+    return []
+
+
+@pytest.fixture
+def serve():
+    servers = []
+
+    def start(app):
+        server = wsgi.Server(("127.0.0.1", 0), app, numthreads=2)
+        server.ConnectionClass = Connection
+        server.prepare()
+        threading.Thread(target=server.serve, daemon=True).start()
+        servers.append(server)
+        return server.bind_addr[1]
+    yield start
+    for s in servers:
+        s.stop()
+
+
+class _Answers:
+    def __init__(self) -> None:
+        self.done: list[tuple[int, bytes]] = []
+        self.body = b""
+        self.parser = httptools.HttpResponseParser(self)
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+
+    def on_message_complete(self) -> None:
+        self.done.append((self.parser.get_status_code(), self.body))
+        self.body = b""
+
+
+def _read_answers(sock, n: int) -> list[tuple[int, bytes]]:
+    answers = _Answers()
+    while len(answers.done) < n:
+        data = sock.recv(65536)
+        assert data, "server closed the connection early"
+        answers.parser.feed_data(data)
+    return answers.done
+
+
+def test_body_split_across_packets_is_read_whole(serve):
+    port = serve(_echo)
+    body = b"<q>" + b"x" * 20000 + b"</q>"
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        head = (f"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+                "\r\n").encode()
+        for piece in (head[:7], head[7:], body[:100], body[100:9000], body[9000:]):
+            s.sendall(piece)
+            time.sleep(0.01)
+        answers = _read_answers(s, 1)
+    assert answers == [(200, b"/a|" + body)]
+
+
+def test_pipelined_requests_on_one_connection_are_all_answered_in_order(serve):
+    port = serve(_echo)
+    reqs = b"".join(f"POST /{i} HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n{i}".encode()
+                    for i in range(3))
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(reqs)
+        answers = _read_answers(s, 3)
+    assert answers == [(200, b"/0|0"), (200, b"/1|1"), (200, b"/2|2")]
+
+
+def test_absolute_form_target_reaches_the_app_with_its_path(serve):
+    port = serve(_echo)
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"POST http://127.0.0.1:1/cgi/x HTTP/1.1\r\nHost: 127.0.0.1:1\r\n"
+                  b"Content-Length: 2\r\n\r\nhi")
+        answers = _read_answers(s, 1)
+    assert answers == [(200, b"/cgi/x|hi")]
+
+
+def test_held_head_leaves_with_the_body_in_one_send():
+    # SOCK_SEQPACKET keeps the boundary of every send, so each recv is one send.
+    ours, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with ours, peer:
+        writer = SocketWriter(ours)
+        writer.holding = True
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n")
+        writer.holding = False
+        writer.write(b"body")
+        writer.write(b"more")
+        writer.holding = True
+        writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+        writer.holding = False
+        writer.flush()                       # nothing followed: the head goes alone
+        got = [peer.recv(1000) for _ in range(3)]
+    assert got == [b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbody", b"more",
+                   b"HTTP/1.1 204 No Content\r\n\r\n"]
+    assert writer.bytes_written == sum(map(len, got))
+
+
+def test_answer_without_body_is_still_sent(serve):
+    port = serve(_empty)
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        answers = _read_answers(s, 1)
+    assert answers == [(204, b"")]
