@@ -80,8 +80,7 @@ class ClientSide(Side):
         check_soap_action(soap_action, env.xroad.service.service_code)
         self.check_client(env)
         targets = self.find_provider_servers(env)
-        ours = [h for h in env.header_elements()
-                if etree.QName(h).namespace == exchange.TUNDUK_NS]
+        ours = [h for h in env.header_elements() if _in_tunduk_ns(h.tag)]
         if ours:
             raise XRoadError(errors.INVALID_MESSAGE,
                              f"the request carries a {etree.QName(ours[0]).localname} header "
@@ -91,11 +90,11 @@ class ClientSide(Side):
         exchange.add_request_digest(env.header, digest)
         if msg is not None:
             exchange.add_attachment_digests(env.header, msg.attachments)
-        signing.sign_envelope(env.root, self.signer, env.header_elements())
+        body_sha256 = signing.sign_envelope(env.root, self.signer, env.header_elements())
         body = serialize(env.root)
         # The log keeps the signed SOAP part; it names the attachments' digests.
         self.log.log(make_record(env, body, direction="request", side="client",
-                                 cert_der=self.signer.cert_der))
+                                 cert_der=self.signer.cert_der, body_sha256=body_sha256))
         if msg is None:
             return PendingExchange(env, digest, body, targets, soap_action)
         body, ctype = mime.replace_root(msg, body, mime.utf8_root_header_block(msg.root))
@@ -155,8 +154,8 @@ class ClientSide(Side):
         exchange.check_attachments(header, msg.attachments if msg else (), "response")
         pending.response_is_fault = env.is_fault
         self.log.log(make_record(env, raw, direction="response", side="client",
-                                 cert_der=verified.cert_der,
-                                 service=str(service)))
+                                 cert_der=verified.cert_der, service=str(service),
+                                 body_sha256=verified.body_sha256))
         signing.strip_security(root)
         if msg is None:
             return serialize(root)
@@ -184,7 +183,7 @@ class ClientSide(Side):
 
 
 def _has_security_header(header: Optional[etree._Element]) -> bool:
-    return header is not None and header.find(WSSE_SECURITY) is not None
+    return header is not None and any(c.tag == WSSE_SECURITY for c in header)
 
 
 def _fault_code(body: etree._Element) -> Optional[str]:
@@ -194,3 +193,12 @@ def _fault_code(body: etree._Element) -> Optional[str]:
                 return (child.findtext("faultcode") or "").strip()
             return None
     return None
+
+
+_TUNDUK_PREFIX = f"{{{exchange.TUNDUK_NS}}}"
+
+
+def _in_tunduk_ns(tag: str) -> bool:
+    """``etree.QName(tag).namespace == TUNDUK_NS`` without a QName (local names hold no
+    "}", so a longer namespace starting like TUNDUK_NS does not pass)."""
+    return tag.startswith(_TUNDUK_PREFIX) and "}" not in tag[len(_TUNDUK_PREFIX):]

@@ -180,7 +180,7 @@ def split_envelope(root: etree._Element) -> tuple[Optional[etree._Element], etre
 
 
 def _text(el: etree._Element, name: str) -> str:
-    value = text_value(el)
+    value = (el.text or "") if not len(el) else text_value(el)
     if value is None:
         raise errors.XRoadError(errors.INVALID_MESSAGE, f"xroad:{name} must be text only")
     value = value.strip()
@@ -189,20 +189,29 @@ def _text(el: etree._Element, name: str) -> str:
     return value
 
 
+_XROAD_PREFIX = f"{{{XROAD_NS}}}"
+_XROAD_PREFIX_LEN = len(_XROAD_PREFIX)
+_XROAD_HEADER_SET = frozenset(XROAD_HEADERS)
+
+
 def read_xroad_headers(header: Optional[etree._Element], *, request: bool) -> XRoadHeaders:
     found: dict[str, etree._Element] = {}
     order = []
     if header is not None:
-        for child in _elements(header):
-            q = etree.QName(child)
-            if q.namespace != XROAD_NS:
+        for child in header:
+            tag = child.tag
+            # tag strings, not QName objects: this runs for every message; a local
+            # name never holds "}", so the set test also rules out a namespace that
+            # merely starts like XROAD_NS
+            if not isinstance(tag, str) or not tag.startswith(_XROAD_PREFIX):
                 continue
-            if q.localname not in XROAD_HEADERS:
+            local = tag[_XROAD_PREFIX_LEN:]
+            if local not in _XROAD_HEADER_SET:
                 continue  # other X-Road elements (e.g. representedParty) ride along
-            if q.localname in found:
+            if local in found:
                 raise errors.XRoadError(errors.DUPLICATE_HEADER_FIELD,
-                                        f"the SOAP Header has xroad:{q.localname} twice")
-            found[q.localname] = child
+                                        f"the SOAP Header has xroad:{local} twice")
+            found[local] = child
             order.append(child)
     required = ("client", "service", "id", "protocolVersion") if request else (
         "client", "id", "protocolVersion")
@@ -245,9 +254,16 @@ def envelope_from_tree(root: etree._Element, *, request: bool = True) -> Envelop
 
 
 def envelope_from_parts(root: etree._Element, header: Optional[etree._Element],
-                        body: etree._Element, *, request: bool = True) -> Envelope:
-    """Like :func:`envelope_from_tree`, for a root already split by ``split_envelope``."""
-    xroad = read_xroad_headers(header, request=request)
+                        body: etree._Element, *, request: bool = True,
+                        xroad: Optional[XRoadHeaders] = None) -> Envelope:
+    """Like :func:`envelope_from_tree`, for a root already split by ``split_envelope``.
+
+    ``xroad``: the X-Road headers of ``header`` as the caller has just read and checked
+    them (read_xroad_headers) and changed only in ways it knows to be valid; they are
+    then not read a second time.  The Body is checked either way.
+    """
+    if xroad is None:
+        xroad = read_xroad_headers(header, request=request)
     env = Envelope(root, header, body, xroad)
     payload_elements = _elements(body)
     if len(payload_elements) > 1:
@@ -258,7 +274,7 @@ def envelope_from_parts(root: etree._Element, header: Optional[etree._Element],
         if not payload_elements:
             raise errors.XRoadError(errors.INVALID_BODY, "the SOAP Body is empty: it must "
                                     f"hold the request wrapper <{xroad.service.service_code}>")
-        local = etree.QName(payload_elements[0]).localname
+        local = payload_elements[0].tag.rpartition("}")[2]   # QName(...).localname
         if local != xroad.service.service_code:
             raise errors.XRoadError(
                 errors.INVALID_BODY,

@@ -39,6 +39,12 @@ _ALGORITHMS = {
 }
 
 
+def _named(parent: etree._Element, tag: str) -> list:
+    """``parent.findall(tag)`` for a plain ``{ns}name`` tag, without lxml's ElementPath
+    (a loop over the few header children is several times cheaper)."""
+    return [child for child in parent if child.tag == tag]
+
+
 def request_hash(raw: bytes, algorithm: str = SHA512_URI) -> str:
     """base64 digest of the exact request bytes, as X-Road's requestHash wants it."""
     return base64.b64encode(_ALGORITHMS[algorithm](raw).digest()).decode("ascii")
@@ -53,7 +59,7 @@ def add_request_digest(header: etree._Element, digest: str,
 
 
 def find_request_digest(header: Optional[etree._Element]) -> etree._Element:
-    found = [] if header is None else header.findall(REQUEST_DIGEST)
+    found = [] if header is None else _named(header, REQUEST_DIGEST)
     if len(found) != 1:
         raise errors.XRoadError(
             errors.INVALID_MESSAGE,
@@ -82,7 +88,7 @@ def add_attachment_digests(header: etree._Element, parts) -> None:
 
 def remove_attachment_digests(header: Optional[etree._Element]) -> None:
     if header is not None:
-        for el in header.findall(ATTACHMENT):
+        for el in _named(header, ATTACHMENT):
             header.remove(el)
 
 
@@ -93,7 +99,7 @@ def check_attachments(header: Optional[etree._Element], parts, what: str = "requ
     extra, reordered or changed attachment is an InvalidSignatureValue: the signed
     message does not match what arrived.
     """
-    signed = [] if header is None else header.findall(ATTACHMENT)
+    signed = [] if header is None else _named(header, ATTACHMENT)
     parts = list(parts)
     if len(signed) != len(parts):
         raise errors.XRoadError(

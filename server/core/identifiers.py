@@ -18,6 +18,8 @@ ID_NS = "http://x-road.eu/xsd/identifiers"
 _OBJECT_TYPE = f"{{{ID_NS}}}objectType"
 _VALUE = re.compile(r"^[A-Za-z0-9'()+,\-.=?]+$")
 _FIELDS_CLIENT = ("xRoadInstance", "memberClass", "memberCode", "subsystemCode")
+_CLIENT_FIELD_SET = frozenset(_FIELDS_CLIENT)
+_SERVICE_FIELD_SET = frozenset(_FIELDS_CLIENT + ("serviceCode", "serviceVersion"))
 
 
 def _check_value(value: str, what: str, code: str) -> str:
@@ -156,26 +158,44 @@ def text_value(el: etree._Element) -> Optional[str]:
     return "".join(parts)
 
 
+_ID_PREFIX = f"{{{ID_NS}}}"
+_ID_PREFIX_LEN = len(_ID_PREFIX)
+
+
 def _children(el: etree._Element, code: str, what: str) -> dict[str, str]:
+    """Identifier fields of ``el`` by local name, each checked.
+
+    Runs for every identifier of every message, so it compares tag strings instead of
+    building QName objects, and reads a childless element's text directly (what
+    :func:`text_value` returns for it); the checks and messages are those of the
+    general path.
+    """
     found: dict[str, str] = {}
-    order: list[str] = []
+    match = _VALUE.match
     for child in el:
-        if not isinstance(child.tag, str):
+        tag = child.tag
+        if not isinstance(tag, str):
             continue  # comments, processing instructions
-        q = etree.QName(child)
-        if q.namespace != ID_NS:
-            raise errors.XRoadError(code, f"{what}: unexpected element {q.text} "
+        local = tag[_ID_PREFIX_LEN:]
+        # "}" in the rest: the namespace only starts like ID_NS (a local name has none)
+        if not tag.startswith(_ID_PREFIX) or "}" in local:
+            raise errors.XRoadError(code, f"{what}: unexpected element "
+                                    f"{etree.QName(child).text} "
                                     f"(identifier fields are in namespace {ID_NS})")
-        if q.localname in found:
-            raise errors.XRoadError(code, f"{what}: field {q.localname} appears twice")
-        value = text_value(child)
-        if value is None:
-            raise errors.XRoadError(code, f"{what}: field {q.localname} must be text")
+        if local in found:
+            raise errors.XRoadError(code, f"{what}: field {local} appears twice")
+        if len(child):
+            value = text_value(child)
+            if value is None:
+                raise errors.XRoadError(code, f"{what}: field {local} must be text")
+        else:
+            value = child.text or ""
         value = value.strip()
         if not value:
-            raise errors.XRoadError(code, f"{what}: field {q.localname} is empty")
-        found[q.localname] = _check_value(value, f"{what}: {q.localname}", code)
-        order.append(q.localname)
+            raise errors.XRoadError(code, f"{what}: field {local} is empty")
+        if not match(value):
+            _check_value(value, f"{what}: {local}", code)   # raises
+        found[local] = value
     return found
 
 
@@ -189,8 +209,7 @@ def client_from_xml(el: etree._Element) -> ClientId:
     code, what = errors.INVALID_CLIENT_IDENTIFIER, "xroad:client"
     otype = el.get(_OBJECT_TYPE)
     fields = _children(el, code, what)
-    allowed = set(_FIELDS_CLIENT)
-    extra = set(fields) - allowed
+    extra = fields.keys() - _CLIENT_FIELD_SET
     if extra:
         raise errors.XRoadError(code, f"{what}: unexpected field(s) {sorted(extra)}")
     if otype not in ("MEMBER", "SUBSYSTEM"):
@@ -212,7 +231,7 @@ def service_from_xml(el: etree._Element) -> ServiceId:
     if otype != "SERVICE":
         raise errors.XRoadError(code, f"{what}: id:objectType must be SERVICE, got {otype!r}")
     fields = _children(el, code, what)
-    extra = set(fields) - set(_FIELDS_CLIENT + ("serviceCode", "serviceVersion"))
+    extra = fields.keys() - _SERVICE_FIELD_SET
     if extra:
         raise errors.XRoadError(code, f"{what}: unexpected field(s) {sorted(extra)}")
     return ServiceId(_require(fields, "xRoadInstance", code, what),

@@ -21,7 +21,10 @@ def body_digest_hex(env: Envelope) -> str:
 
 
 def make_record(env: Envelope, raw: bytes, *, direction: str, side: str,
-                cert_der: bytes, service: Optional[str] = None) -> LogRecord:
+                cert_der: bytes, service: Optional[str] = None,
+                body_sha256: Optional[str] = None) -> LogRecord:
+    """``body_sha256``: body_digest_hex(env) if the caller has just computed exactly
+    that (sign_envelope's result, VerifiedSignature.body_sha256), else None."""
     x = env.xroad
     return LogRecord(
         message_id=x.id,
@@ -31,6 +34,6 @@ def make_record(env: Envelope, raw: bytes, *, direction: str, side: str,
         side=side,
         envelope=raw,
         signature_cert_der=cert_der,
-        body_sha256=body_digest_hex(env),
+        body_sha256=body_sha256 if body_sha256 is not None else body_digest_hex(env),
         created=datetime.now(timezone.utc),
     )

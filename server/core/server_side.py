@@ -28,7 +28,7 @@ from lxml import etree
 
 from ..conf.model import LocalService
 from . import access, errors, exchange, getwsdl, metaservices, mime, signing
-from .envelope import (HEADER, REQUEST_HASH, Envelope, envelope_from_parts,
+from .envelope import (HEADER, REQUEST_HASH, Envelope, XRoadHeaders, envelope_from_parts,
                        parse_envelope, read_xroad_headers, serialize)
 from .errors import XRoadError
 from .identifiers import XROAD_NS, ServiceId
@@ -78,7 +78,8 @@ class ServerSide(Side):
         else:
             service = None       # every authenticated member may ask (as X-Road)
         self.log.log(make_record(env, raw, direction="request", side="server",
-                                 cert_der=verified.cert_der))
+                                 cert_der=verified.cert_der,
+                                 body_sha256=verified.body_sha256))
         digest = digest_el.text.strip()
         signing.strip_security(env.root)
         env.header.remove(digest_el)
@@ -175,19 +176,24 @@ class ServerSide(Side):
         if header is None:
             header = etree.Element(HEADER)
             root.insert(0, header)
-        self.align_headers(accepted.request, header)
+        xroad = self.align_headers(accepted.request, header)
         hash_el = etree.SubElement(header, REQUEST_HASH, nsmap={"xrd": XROAD_NS})
         hash_el.set("algorithmId", exchange.SHA512_URI)
         hash_el.text = accepted.request_digest
         exchange.remove_attachment_digests(header)   # only ours may be signed
         if msg is not None:
             exchange.add_attachment_digests(header, msg.attachments)
-        env = envelope_from_parts(root, header, body, request=False)
-        signing.sign_envelope(root, self.signer, env.header_elements())
+        # align_headers() checked the X-Road headers; the only one added since is
+        # requestHash, last in the Header, so they are not read again.
+        xroad = _with_request_hash(xroad, accepted.request_digest, exchange.SHA512_URI,
+                                   xroad.elements + (hash_el,))
+        env = envelope_from_parts(root, header, body, request=False, xroad=xroad)
+        body_sha256 = signing.sign_envelope(root, self.signer, env.header_elements())
         signed = serialize(root)
         self.log.log(make_record(env, signed, direction="response", side="server",
                                  cert_der=self.signer.cert_der,
-                                 service=str(accepted.request.xroad.service)))
+                                 service=str(accepted.request.xroad.service),
+                                 body_sha256=body_sha256))
         if msg is None:
             return signed
         body, accepted.response_content_type = mime.replace_root(
@@ -195,21 +201,23 @@ class ServerSide(Side):
         return body
 
     @staticmethod
-    def align_headers(request: Envelope, header: etree._Element) -> None:
+    def align_headers(request: Envelope, header: etree._Element) -> XRoadHeaders:
         """Make the response carry the request's X-Road headers, in order.
 
         Services should echo them; if one sends none we copy them (many backends
         cannot), but a service that echoes different values is an error.
+        Returns the response's X-Road headers as now in ``header`` (no requestHash).
         """
-        for old in header.findall(REQUEST_HASH):
+        for old in [c for c in header if c.tag == REQUEST_HASH]:   # findall, cheaper
             header.remove(old)       # the service's own value is replaced
-        has_xroad = any(isinstance(c.tag, str) and etree.QName(c).namespace == XROAD_NS
-                        for c in header)
+        has_xroad = any(isinstance(c.tag, str) and _in_xroad_ns(c.tag) for c in header)
         if not has_xroad:
+            copies = []
             for el in request.xroad.elements:
                 if el.tag != REQUEST_HASH:   # a request should not carry one; ours follows
-                    header.append(copy.deepcopy(el))
-            return
+                    copies.append(copy.deepcopy(el))
+                    header.append(copies[-1])
+            return _with_request_hash(request.xroad, None, None, tuple(copies))
         try:
             resp = read_xroad_headers(header, request=False)
         except XRoadError as exc:
@@ -222,3 +230,23 @@ class ServerSide(Side):
                              f"the service changed X-Road header {field}: request has "
                              f"{getattr(request.xroad, field)}, response has "
                              f"{getattr(resp, field)}")
+        return resp
+
+
+_XROAD_PREFIX = f"{{{XROAD_NS}}}"
+
+
+def _with_request_hash(x: XRoadHeaders, value: Optional[str], algorithm: Optional[str],
+                       elements: tuple) -> XRoadHeaders:
+    """``x`` with another requestHash and header elements (dataclasses.replace, which
+    costs several times more)."""
+    return XRoadHeaders(client=x.client, service=x.service, id=x.id, user_id=x.user_id,
+                        issue=x.issue, protocol_version=x.protocol_version,
+                        request_hash=value, request_hash_algorithm=algorithm,
+                        elements=elements)
+
+
+def _in_xroad_ns(tag: str) -> bool:
+    """``etree.QName(tag).namespace == XROAD_NS`` without a QName (local names hold no
+    "}", so a longer namespace starting like XROAD_NS does not pass)."""
+    return tag.startswith(_XROAD_PREFIX) and "}" not in tag[len(_XROAD_PREFIX):]

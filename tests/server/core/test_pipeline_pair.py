@@ -94,3 +94,41 @@ def test_replayed_request_from_other_peer_certificate(pair, make_federation):
     with pytest.raises(XRoadError) as ei:
         provider.accept(pending.body, "text/xml", b"not a registered certificate")
     assert ei.value.code == errors.SSL_AUTHENTICATION_FAILED
+
+
+def _echoing_backend_answer(backend_request: bytes) -> bytes:
+    """The answer of a service that echoes the X-Road headers itself (other prefixes,
+    other whitespace), as the demo registry does."""
+    req = etree.fromstring(backend_request)
+    xrd = "http://x-road.eu/xsd/xroad.xsd"
+    headers = [h for h in req.find(f"{{{SOAP}}}Header")
+               if isinstance(h.tag, str) and h.tag.startswith(f"{{{xrd}}}")]
+    answer = etree.fromstring(backend_answer(backend_request))
+    header = etree.Element(f"{{{SOAP}}}Header", nsmap={"x": xrd})
+    for h in headers:
+        header.append(h)
+    answer.insert(0, header)
+    return etree.tostring(answer)
+
+
+@pytest.mark.parametrize("answer", [backend_answer, _echoing_backend_answer])
+def test_response_headers_are_those_a_fresh_read_finds(pair, answer):
+    """respond() does not read the X-Road headers a second time after adding
+    requestHash: what it logs and signs must equal a fresh read of what it sends."""
+    from tunduk.server.core.envelope import parse_envelope
+    consumer, provider, peer = pair
+    pending = consumer.prepare(request(), "text/xml")
+    accepted = provider.accept(pending.body, "text/xml", peer)
+    signed = provider.respond(accepted, answer(accepted.backend_body), "text/xml", 200)
+    fresh = parse_envelope(signed, "text/xml", request=False).xroad
+    req = accepted.request.xroad
+    assert req.first_difference(fresh) is None
+    assert fresh.request_hash == accepted.request_digest
+    assert fresh.request_hash_algorithm == "http://www.w3.org/2001/04/xmlenc#sha512"
+    assert [el.tag for el in fresh.elements][-1] == \
+        "{http://x-road.eu/xsd/xroad.xsd}requestHash"
+    record = provider.log.records[-1]
+    assert (record.direction, record.message_id, record.client) == \
+        ("response", fresh.id, str(fresh.client))
+    out = etree.fromstring(consumer.finish(pending, signed, "text/xml", 200))
+    assert out.findtext(".//{*}ok") == "21205199900011"

@@ -446,3 +446,72 @@ def test_repeated_ids_in_business_data_are_fine(rsa_key, trust):
     signing.sign_envelope(env, rsa_key, xroad_headers(env))
     verify(etree.tostring(env), trust)
 
+
+
+# ------------------------------------------------- caches and shared digests
+
+def test_cached_certificate_is_still_checked_against_the_time(ca):
+    """Validity periods are cached with the CA check; every call still compares them
+    with its own ``now``."""
+    issued = make_signing_cert(ca, kind="ec", not_after=NOW + timedelta(days=1))
+    anchor = signing.TrustAnchor.from_pem(ca.cert_pem)
+    anchor.validate(issued.cert, now=NOW)            # caches the static checks
+    err = expect(errors.CERT_VALIDATION, anchor.validate, issued.cert,
+                 now=NOW + timedelta(days=2))
+    assert "expired" in err.message
+    err = expect(errors.CERT_VALIDATION, anchor.validate, issued.cert,
+                 now=NOW - timedelta(days=400))
+    assert "not valid before" in err.message
+    anchor.validate(issued.cert, now=NOW)
+
+
+def test_cert_member_id_refusal_is_not_cached(ca):
+    issued = make_signing_cert(ca, "KG/GOV")
+    for _ in range(2):
+        expect(errors.INCORRECT_CERTIFICATE, signing.cert_member_id, issued.cert)
+
+
+def _c14n_sha256_hex(el: etree._Element) -> str:
+    import hashlib
+    return hashlib.sha256(etree.tostring(el, method="c14n", exclusive=True,
+                                         with_comments=False)).hexdigest()
+
+
+def test_sign_and_verify_report_the_body_digest(key, trust):
+    env = parse(ENVELOPE)
+    body_hex = signing.sign_envelope(env, key, xroad_headers(env))
+    body = env.find(f"{{{SOAP}}}Body")
+    assert body_hex == _c14n_sha256_hex(body)
+    received = parse(etree.tostring(env))
+    result = verify(received, trust)
+    assert result.body_sha256 == _c14n_sha256_hex(received.find(f"{{{SOAP}}}Body"))
+    assert result.body_sha256 == body_hex
+
+
+def test_body_digest_not_reported_for_other_digest_algorithms(rsa_key, trust):
+    """A peer may digest the Body with SHA-512: the check still runs with that
+    algorithm, and no SHA-256 value is made up for the message log."""
+    import base64
+    import hashlib
+
+    import xmlsec
+    env = parse(signed_bytes(rsa_key))
+    body = env.find(f"{{{SOAP}}}Body")
+    body_id = body.get(f"{{{WSU}}}Id")
+    signed_info = env.find(f".//{{{DS}}}SignedInfo")
+    ref = [r for r in signed_info.iter(f"{{{DS}}}Reference")
+           if r.get("URI") == "#" + body_id][0]
+    ref.find(f"{{{DS}}}DigestMethod").set("Algorithm",
+                                          "http://www.w3.org/2001/04/xmlenc#sha512")
+    ref.find(f"{{{DS}}}DigestValue").text = base64.b64encode(hashlib.sha512(
+        etree.tostring(body, method="c14n", exclusive=True)).digest()).decode()
+    ctx = xmlsec.SignatureContext()
+    ctx.key = rsa_key._key
+    value = ctx.sign_binary(etree.tostring(signed_info, method="c14n", exclusive=True),
+                            xmlsec.constants.TransformRsaSha256)
+    env.find(f".//{{{DS}}}SignatureValue").text = base64.b64encode(value).decode()
+    result = verify(env, trust)
+    assert result.body_sha256 is None
+    # and the SHA-512 digest is really checked
+    body.find(".//{urn:example:persons}pin").text = "99999"
+    expect(errors.INVALID_SIGNATURE_VALUE, verify, env, trust)
