@@ -24,8 +24,8 @@ from .model import (AccessRule, Federation, Keys, LegacyAlias, Listen, LocalServ
                     Member, MessageLogConf, SecurityServer, ServerConf)
 
 MESSAGELOG_BACKENDS = ("sqlite", "postgresql", "off")
-_SPYNE_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_SPYNE_REF = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*\Z")
+_HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 
 
 @dataclass

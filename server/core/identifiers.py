@@ -16,7 +16,7 @@ from . import errors
 XROAD_NS = "http://x-road.eu/xsd/xroad.xsd"
 ID_NS = "http://x-road.eu/xsd/identifiers"
 _OBJECT_TYPE = f"{{{ID_NS}}}objectType"
-_VALUE = re.compile(r"^[A-Za-z0-9'()+,\-.=?]+$")
+_VALUE = re.compile(r"[A-Za-z0-9'()+,\-.=?]+\Z")
 _FIELDS_CLIENT = ("xRoadInstance", "memberClass", "memberCode", "subsystemCode")
 _CLIENT_FIELD_SET = frozenset(_FIELDS_CLIENT)
 _SERVICE_FIELD_SET = frozenset(_FIELDS_CLIENT + ("serviceCode", "serviceVersion"))
