@@ -19,14 +19,20 @@ from typing import Callable, Optional
 from . import report
 
 LOAD = ("ceiling", "direct", "plain", "off", "sqlite", "postgresql", "slow", "scaling")
-MICRO = ("sign", "parse", "mlog")
+MICRO = ("sign", "parse", "mlog", "pipeline")
+# measured side by side: with --rounds N each runs N times, round by round
+INTERLEAVED = ("direct", "plain", "off", "sqlite", "postgresql")
 ALL = LOAD + MICRO
 
 PROFILES = {
-    # load seconds per run, warm-up seconds, micro-benchmark seconds per figure
-    "quick": {"duration": 5.0, "warmup": 1.0, "micro": 1.0, "max_ops": 50_000},
-    "full": {"duration": 20.0, "warmup": 3.0, "micro": 4.0, "max_ops": 500_000},
+    # load seconds per run, warm-up seconds, micro-benchmark seconds per figure,
+    # interleaved rounds of the main comparison
+    "quick": {"duration": 5.0, "warmup": 1.0, "micro": 1.0, "max_ops": 50_000,
+              "rounds": 1},
+    "full": {"duration": 20.0, "warmup": 3.0, "micro": 4.0, "max_ops": 500_000,
+             "rounds": 3},
 }
+PIPELINE_REPEAT = 5
 SLOW_CONCURRENCY = (1, 8, 32)
 SLOW_DELAY_MS = 20.0
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -39,6 +45,10 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, help="seconds of load before each run")
     p.add_argument("--micro-seconds", type=float,
                    help="seconds per micro-benchmark figure")
+    p.add_argument("--rounds", type=int,
+                   help="interleaved rounds of " + ",".join(INTERLEAVED) + " (round 1 runs "
+                        "each once in that order, then round 2...); figures are medians, "
+                        "ratios the median of the per-round ratios (quick 1, full 3)")
     p.add_argument("--only", help="comma-separated scenarios: " + ",".join(ALL))
     p.add_argument("--out", type=Path, default=RESULTS, help="directory for the JSON")
     p.add_argument("--concurrency", type=int, default=8)
@@ -55,6 +65,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     a.warmup = a.warmup if a.warmup is not None else prof["warmup"]
     a.micro_seconds = a.micro_seconds if a.micro_seconds is not None else prof["micro"]
     a.max_ops = prof["max_ops"]
+    a.rounds = a.rounds if a.rounds is not None else prof["rounds"]
+    if a.rounds < 1:
+        p.error("--rounds must be at least 1")
     a.selected = tuple(s.strip() for s in a.only.split(",")) if a.only else ALL
     bad = [s for s in a.selected if s not in ALL]
     if bad:
@@ -164,25 +177,26 @@ class Run:
         return Federation(self._dir(name), self.ca, self.keys, backend_url, messagelog=ml,
                           key_type=key_type, workers=workers)
 
-    def guarded(self, name: str, fn: Callable[[], None]) -> None:
+    def guarded(self, name: str, fn: Callable[[], object]) -> object:
+        """``fn()``'s result; None when it was skipped or failed (recorded by name)."""
         self.progress(name)
         try:
-            fn()
+            return fn()
         except _Skip as s:
             self.results["skipped"][name] = str(s)
         except Exception as exc:
             self.results["errors"][name] = f"{type(exc).__name__}: {exc}"
             self.progress(f"{name} FAILED: {exc}")
             traceback.print_exc(file=sys.stderr)
+        return None
 
     # -- load scenarios ---------------------------------------------------------
-    def run_simple(self, key: str, url_of: Callable[[], tuple[str, object]]) -> None:
+    def run_simple(self, url_of: Callable[[], tuple[str, object]]) -> dict:
         from .scenarios import measure
         url, holder = url_of()
         try:
-            cpu = getattr(holder, "cpu_seconds", None)
-            m = measure(url, self.settings, cpu_of=cpu)
-            self.results["scenarios"][key] = m.to_dict()
+            cpu = getattr(holder, "cpu_times", None)
+            return measure(url, self.settings, cpu_of=cpu).to_dict()
         finally:
             if holder is not None:
                 holder.stop()
@@ -192,24 +206,24 @@ class Run:
         def start():
             b = Backend(self.work, "static", kind="static")
             return b.url, b
-        self.run_simple("ceiling", start)
+        self.results["scenarios"]["ceiling"] = self.run_simple(start)
 
-    def direct(self) -> None:
-        self.run_simple("direct", lambda: (self.backend().url, None))
+    def direct(self) -> dict:
+        return self.run_simple(lambda: (self.backend().url, None))
 
-    def plain(self) -> None:
+    def plain(self) -> dict:
         from .scenarios import PlainProxies
         def start():
             p = PlainProxies(self.work, self.backend().url)
             return p.url, p
-        self.run_simple("plain", start)
+        return self.run_simple(start)
 
     def tunduk(self, log: str, key_type: str, workers: int = 1) -> dict:
         from .scenarios import measure
         fed = self.federation(f"tunduk-{log}-{key_type}-w{workers}", self.backend().url,
                               log, key_type, workers)
         try:
-            m = measure(fed.url, self.settings, cpu_of=fed.cpu_seconds)
+            m = measure(fed.url, self.settings, cpu_of=fed.cpu_times)
         finally:
             fed.stop()
         d = m.to_dict()
@@ -233,7 +247,7 @@ class Run:
             try:
                 for c in SLOW_CONCURRENCY:
                     out["tunduk"][f"c{c}"] = measure(fed.url, self.settings, concurrency=c,
-                                                     cpu_of=fed.cpu_seconds).to_dict()
+                                                     cpu_of=fed.cpu_times).to_dict()
             finally:
                 fed.stop()
         finally:
@@ -294,6 +308,17 @@ class Run:
                                                  der, dsn=dsn, budget_s=budget,
                                                  max_ops=self.a.max_ops)
 
+    def micro_pipeline(self) -> None:
+        """bench.pipeline's in-memory exchange (no sockets): the core's own CPU cost."""
+        from .pipeline import make_exchange, measure
+        kt = self.a.key_types[0]
+        exchange = make_exchange(self._dir("pipeline"), kt)
+        r = measure(exchange, self.a.micro_seconds, PIPELINE_REPEAT)
+        self.results["micro"]["pipeline"] = {
+            **{k: round(v, 1) if isinstance(v, float) else v for k, v in r.items()},
+            "key_type": kt, "log": "off", "repeat": PIPELINE_REPEAT,
+            "seconds": self.a.micro_seconds}
+
     def close(self) -> None:
         if self._backend is not None:
             self._backend.stop()
@@ -305,25 +330,57 @@ class _Skip(Exception):
     pass
 
 
+def interleaved(a: argparse.Namespace, run: Run) -> None:
+    """The main comparison, ``a.rounds`` times round by round, so that every ratio
+    can be taken between runs close in time; each scenario's figures are the medians
+    (``report.combine_rounds``)."""
+    kt = a.key_types[0]
+    todo: list[tuple[str, str, Callable[[], dict]]] = []
+    sel = set(a.selected)
+    if "direct" in sel:
+        todo.append(("direct", "direct", run.direct))
+    if "plain" in sel:
+        todo.append(("plain", "plain", run.plain))
+    for log in ("off", "sqlite", "postgresql"):
+        if log in sel:
+            todo.append((f"tunduk log={log} {kt}", f"tunduk_{log}_{kt}",
+                         lambda log=log: run.tunduk(log, kt)))
+    runs: dict[str, list[dict]] = {key: [] for _, key, _ in todo}
+    for i in range(1, a.rounds + 1):
+        for name, key, fn in todo:
+            if name in run.results["skipped"]:
+                continue          # e.g. no PostgreSQL: do not retry every round
+            label = f"{name} (round {i}/{a.rounds})" if a.rounds > 1 else name
+            d = run.guarded(label, fn)
+            if d is None:
+                skipped = run.results["skipped"]
+                if label in skipped:          # recorded once, under the plain name
+                    skipped[name] = skipped.pop(label)
+                if label in run.results["errors"]:
+                    runs[key].append({"round": i, "error": run.results["errors"][label]})
+                continue
+            runs[key].append({"round": i, **d})
+    for key, got in runs.items():
+        if got:
+            run.results["scenarios"][key] = report.combine_rounds(got)
+
+
+def _scenario_order(a: argparse.Namespace, key: str) -> int:
+    order = ["ceiling", "direct", "plain", *(f"tunduk_off_{k}" for k in a.key_types),
+             *(f"tunduk_{log}_{a.key_types[0]}" for log in ("sqlite", "postgresql")),
+             "slow", "scaling"]
+    return order.index(key) if key in order else len(order)
+
+
 def execute(a: argparse.Namespace, run: Run) -> None:
     sel = set(a.selected)
-    steps: list[tuple[str, Callable[[], None]]] = []
     if "ceiling" in sel:
-        steps.append(("ceiling", run.ceiling))
-    if "direct" in sel:
-        steps.append(("direct", run.direct))
-    if "plain" in sel:
-        steps.append(("plain", run.plain))
+        run.guarded("ceiling", run.ceiling)
+    interleaved(a, run)
+    steps: list[tuple[str, Callable[[], None]]] = []
     if "off" in sel:
-        for kt in a.key_types:
+        for kt in a.key_types[1:]:
             steps.append((f"tunduk log=off {kt}", lambda kt=kt: run.tunduk_log("off", kt)))
-    if "sqlite" in sel:
-        kt = a.key_types[0]
-        steps.append((f"tunduk log=sqlite {kt}", lambda: run.tunduk_log("sqlite", kt)))
-    if "postgresql" in sel:
-        kt = a.key_types[0]
-        steps.append((f"tunduk log=postgresql {kt}",
-                      lambda: run.tunduk_log("postgresql", kt)))
     if "slow" in sel:
         steps.append(("slow backend", run.slow))
     if "scaling" in sel:
@@ -334,8 +391,13 @@ def execute(a: argparse.Namespace, run: Run) -> None:
         steps.append(("micro: parse", run.micro_parse))
     if "mlog" in sel:
         steps.append(("micro: message log", run.micro_mlog))
+    if "pipeline" in sel:
+        steps.append(("micro: in-memory pipeline", run.micro_pipeline))
     for name, fn in steps:
         run.guarded(name, fn)
+    sc = run.results["scenarios"]
+    run.results["scenarios"] = dict(sorted(sc.items(),
+                                           key=lambda kv: _scenario_order(a, kv[0])))
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -352,6 +414,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         "commit": commit, "dirty": bool(_git("status", "--porcelain")),
         "profile": a.profile, "duration_s": a.duration, "warmup_s": a.warmup,
         "micro_seconds": a.micro_seconds, "concurrency": a.concurrency,
+        "rounds": a.rounds, "interleaved": [s for s in INTERLEAVED if s in a.selected],
         "key_types": list(a.key_types), "scenarios": list(a.selected),
         "generator": "wrk" if (a.generator == "wrk" or (a.generator == "auto" and wrk_path()))
         else "python",
@@ -377,6 +440,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     path = a.out / f"{started.strftime('%Y%m%dT%H%M%SZ')}-{commit}.json"
     path.write_text(json.dumps(res, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     print(f"tunduk benchmark, profile {a.profile} ({a.duration:g} s per run, "
+          f"{a.rounds} interleaved round{'s' if a.rounds > 1 else ''}, "
           f"{meta['generator']}, {meta['machine']['cores']} cores, commit {commit}"
           f"{' +changes' if meta['dirty'] else ''})")
     print(text)

@@ -55,6 +55,10 @@ class Proc:
         """user+system time of this process and all its descendants (alive now)."""
         return tree_cpu_seconds(self.pid)
 
+    def cpu_times(self) -> tuple[float, float]:
+        """(user, system) seconds of this process and its descendants (alive now)."""
+        return tree_cpu_times(self.pid)
+
     def stop(self, timeout: float = 10.0) -> None:
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)
@@ -69,34 +73,44 @@ class Proc:
                 self.popen.wait(5)
 
 
-def _stat(pid: int) -> Optional[tuple[int, float]]:
-    """(ppid, utime+stime seconds) from /proc/<pid>/stat."""
+def _stat(pid: int) -> Optional[tuple[int, float, float]]:
+    """(ppid, utime seconds, stime seconds) from /proc/<pid>/stat."""
     try:
         data = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = data[data.rindex(")") + 2:].split()
     # fields[0] is state (field 3): ppid is field 4, utime 14, stime 15
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[1]), int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
-def tree_cpu_seconds(root: int) -> float:
-    stats: dict[int, tuple[int, float]] = {}
+def tree_cpu_times(root: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of ``root`` and all its descendants alive now.
+
+    Split because the message log's fsyncs show up as system time."""
+    stats: dict[int, tuple[int, float, float]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             s = _stat(int(entry))
             if s is not None:
                 stats[int(entry)] = s
     children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in stats.items():
+    for pid, (ppid, _, _) in stats.items():
         children.setdefault(ppid, []).append(pid)
-    total, todo = 0.0, [root]
+    user = system = 0.0
+    todo = [root]
     while todo:
         pid = todo.pop()
         if pid in stats:
-            total += stats[pid][1]
+            user += stats[pid][1]
+            system += stats[pid][2]
         todo.extend(children.get(pid, ()))
-    return total
+    return user, system
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """user+system CPU seconds of ``root`` and all its descendants alive now."""
+    return sum(tree_cpu_times(root))
 
 
 def python_argv(*args: str) -> list[str]:

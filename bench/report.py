@@ -4,6 +4,7 @@ The targets are those of issue 5 ("what the security layer costs").
 """
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 from typing import Optional
 
@@ -48,18 +49,76 @@ def _target_text(c: dict) -> str:
     return f"{sym} {c['target']:g}{c['unit']}"
 
 
+CPU_FIELDS = ("cpu_ms_per_exchange", "cpu_user_ms_per_exchange", "cpu_sys_ms_per_exchange")
+
+
+def combine_rounds(runs: list[dict]) -> dict:
+    """One scenario's figures from its interleaved rounds (each dict has ``round``).
+
+    The result keeps the shape of a single run: req/s and the CPU figures are the
+    medians over the good rounds, latency percentiles and request counts those of the
+    median-throughput run (the lower middle one for an even count), ``errors`` the
+    total over all rounds; ``rounds`` lists every run as measured."""
+    ok = [r for r in runs if "error" not in r]
+    if not ok:
+        return {"error": "; ".join(str(r["error"]) for r in runs) or "no run",
+                "rounds": list(runs)}
+    by_rps = sorted(ok, key=lambda r: r["rps"])
+    mid = by_rps[(len(by_rps) - 1) // 2]
+    d = {k: v for k, v in mid.items() if k != "round"}
+    d["rps"] = round(statistics.median(r["rps"] for r in ok), 2)
+    for f in CPU_FIELDS:
+        vals = [r[f] for r in ok if r.get(f) is not None]
+        d[f] = round(statistics.median(vals), 3) if vals else None
+    d["errors"] = sum(r.get("errors", 0) for r in ok)
+    d["median_run_round"] = mid.get("round")
+    d["rounds"] = list(runs)
+    return d
+
+
+def _good(d: Optional[dict]) -> bool:
+    return bool(d) and "error" not in d
+
+
 def _load_row(item: str, d: Optional[dict]) -> Row:
     if not d:
         return Row(item, value="not run")
     if "error" in d:
         return Row(item, value="error", result="ERROR")
-    return Row(item, d["rps"], d["p50_ms"], d["p99_ms"], d.get("cpu_ms_per_exchange"))
+    r = Row(item, d["rps"], d["p50_ms"], d["p99_ms"], d.get("cpu_ms_per_exchange"))
+    good = [x["rps"] for x in d.get("rounds", []) if "error" not in x]
+    if len(good) > 1:
+        r.value = f"{len(good)} rounds: {min(good):.0f}–{max(good):.0f} req/s"
+    return r
 
 
 def _ratio(a: Optional[dict], b: Optional[dict]) -> Optional[float]:
-    if not a or not b or "error" in a or "error" in b or not b.get("rps"):
+    if not _good(a) or not _good(b) or not b.get("rps"):
         return None
     return round(a["rps"] / b["rps"], 3)
+
+
+def _round_ratios(a: Optional[dict], b: Optional[dict]) -> list[float]:
+    """a.rps / b.rps within each round both measured (side by side in time)."""
+    if not _good(a) or not _good(b):
+        return []
+    bs = {r.get("round"): r for r in b.get("rounds", []) if "error" not in r}
+    out = []
+    for r in a.get("rounds", []):
+        other = bs.get(r.get("round"))
+        if "error" not in r and other and other.get("rps") and r.get("round") is not None:
+            out.append(r["rps"] / other["rps"])
+    return out
+
+
+def _spread(a: Optional[dict], b: Optional[dict]) -> Optional[dict]:
+    """Median and min–max of the per-round ratios, when there are two rounds or more."""
+    per = _round_ratios(a, b)
+    if len(per) < 2:
+        return None
+    return {"median": round(statistics.median(per), 3), "min": round(min(per), 3),
+            "max": round(max(per), 3), "rounds": len(per),
+            "per_round": [round(x, 3) for x in per]}
 
 
 def analyse(res: dict) -> None:
@@ -68,17 +127,23 @@ def analyse(res: dict) -> None:
     kt = res["meta"]["key_types"][0].upper()
     sqlite, off = sc.get(f"tunduk_sqlite_{kt.lower()}"), sc.get(f"tunduk_off_{kt.lower()}")
     direct, plain = sc.get("direct"), sc.get("plain")
-    ratios = {
-        "tunduk_sqlite/direct": _ratio(sqlite, direct),
-        "tunduk_sqlite/plain": _ratio(sqlite, plain),
-        "tunduk_off/direct": _ratio(off, direct),
-        "tunduk_off/plain": _ratio(off, plain),
-        "tunduk_postgresql/direct": _ratio(sc.get(f"tunduk_postgresql_{kt.lower()}"), direct),
-        "plain/direct": _ratio(plain, direct),
-        "direct/tunduk_sqlite": _ratio(direct, sqlite),
-        "ceiling/direct": _ratio(sc.get("ceiling"), direct),
+    pairs = {
+        "tunduk_sqlite/direct": (sqlite, direct),
+        "tunduk_sqlite/plain": (sqlite, plain),
+        "tunduk_off/direct": (off, direct),
+        "tunduk_off/plain": (off, plain),
+        "tunduk_postgresql/direct": (sc.get(f"tunduk_postgresql_{kt.lower()}"), direct),
+        "plain/direct": (plain, direct),
+        "direct/tunduk_sqlite": (direct, sqlite),
+        "ceiling/direct": (sc.get("ceiling"), direct),
     }
+    # With interleaved rounds a ratio is the median of the per-round ratios: both
+    # sides of each were measured minutes apart at most, under the same noise.
+    spreads = {k: _spread(*ab) for k, ab in pairs.items()}
+    ratios = {k: spreads[k]["median"] if spreads[k] else _ratio(*ab)
+              for k, ab in pairs.items()}
     res["ratios"] = {k: v for k, v in ratios.items() if v is not None}
+    res["ratio_spread"] = {k: v for k, v in spreads.items() if v is not None}
     checks = [check("throughput_sqlite_vs_direct", ratios["tunduk_sqlite/direct"]),
               check("throughput_sqlite_vs_plain", ratios["tunduk_sqlite/plain"]),
               check("cpu_ms_per_exchange_sqlite",
@@ -116,7 +181,11 @@ def rows(res: dict) -> list[Row]:
         v = res.get("ratios", {}).get(key)
         if v is None:
             return
-        r = Row(item, value=f"{v:.2f}")
+        sp = res.get("ratio_spread", {}).get(key)
+        text = f"{v:.2f}"
+        if sp:
+            text += f" ({sp['min']:.2f}–{sp['max']:.2f}, {sp['rounds']} rounds)"
+        r = Row(item, value=text)
         if check_name:
             ch = checks[check_name]
             r.target, r.result = _target_text(ch), ch["status"]
@@ -136,6 +205,15 @@ def rows(res: dict) -> list[Row]:
         out.append(Row("CPU per exchange, tunduk sqlite (both servers)",
                        value=f"{ch['value']:.2f} ms", target=_target_text(ch),
                        result=ch["status"]))
+    split = [("plain", "plain proxies (both)")] + [
+        (k, f"tunduk log={k.split('_')[1]} {k.split('_')[2].upper()} (both servers)")
+        for k in sc if k.startswith("tunduk_")]
+    for key, label in split:
+        d = sc.get(key)
+        if _good(d) and d.get("cpu_user_ms_per_exchange") is not None:
+            out.append(Row(f"CPU user / sys per exchange, {label}",
+                           value=f"{d['cpu_user_ms_per_exchange']:.2f} / "
+                                 f"{d['cpu_sys_ms_per_exchange']:.2f} ms"))
 
     slow = sc.get("slow")
     if slow:
@@ -172,6 +250,17 @@ def rows(res: dict) -> list[Row]:
             out.append(Row(f"{op} {name}: tunduk {t:.0f}/s, raw xmlsec {raw:.0f}/s",
                            value=f"{r[op + '_ratio']:.2f}x", target=_target_text(chk),
                            result=chk["status"]))
+    pipe = micro.get("pipeline")
+    if pipe:
+        if "error" in pipe:
+            out.append(Row("in-memory pipeline (bench.pipeline)", value="error",
+                           result="ERROR"))
+        else:
+            # median (and fastest) of the rounds, thread CPU time per exchange
+            out.append(Row(f"in-memory pipeline (bench.pipeline), "
+                           f"{pipe['key_type'].upper()}, log off, CPU/exchange",
+                           value=f"{pipe['cpu_us_median']:.0f} µs "
+                                 f"(min {pipe['cpu_us_min']:.0f})"))
     if "parse" in micro:
         out.append(Row("parse envelope + X-Road headers (1.7 KB)",
                        value=f"{micro['parse']['per_s']:.0f}/s"))

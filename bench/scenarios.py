@@ -13,7 +13,7 @@ import http.client
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional, Union
 
 from tunduk.server.devfed import DevCA, FederationFiles, KeySource, build_federation
 
@@ -68,6 +68,10 @@ class Backend:
         self.proc.stop()
 
 
+def _add(x: tuple[float, float], y: tuple[float, float]) -> tuple[float, float]:
+    return x[0] + y[0], x[1] + y[1]
+
+
 class PlainProxies:
     """Two pass-through proxies in series in front of ``upstream``."""
 
@@ -87,6 +91,10 @@ class PlainProxies:
 
     def cpu_seconds(self) -> float:
         return self.a.cpu_seconds() + self.b.cpu_seconds()
+
+    def cpu_times(self) -> tuple[float, float]:
+        """(user, system) seconds of both proxies."""
+        return _add(self.a.cpu_times(), self.b.cpu_times())
 
     def stop(self) -> None:
         self.a.stop()
@@ -134,6 +142,10 @@ class Federation:
     def cpu_seconds(self) -> float:
         return self.provider.cpu_seconds() + self.consumer.cpu_seconds()
 
+    def cpu_times(self) -> tuple[float, float]:
+        """(user, system) seconds of both security servers (with their workers)."""
+        return _add(self.provider.cpu_times(), self.consumer.cpu_times())
+
     def stop(self) -> None:
         self.consumer.stop()
         self.provider.stop()
@@ -143,19 +155,28 @@ class Federation:
 class Measured:
     load: LoadResult
     cpu_ms_per_exchange: Optional[float] = None
+    cpu_user_ms_per_exchange: Optional[float] = None
+    cpu_sys_ms_per_exchange: Optional[float] = None
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = self.load.to_dict()
-        d["cpu_ms_per_exchange"] = (None if self.cpu_ms_per_exchange is None
-                                    else round(self.cpu_ms_per_exchange, 3))
+        for name in ("cpu_ms_per_exchange", "cpu_user_ms_per_exchange",
+                     "cpu_sys_ms_per_exchange"):
+            v = getattr(self, name)
+            d[name] = None if v is None else round(v, 3)
         d.update(self.extra)
         return d
 
 
 def measure(url: str, s: Settings, *, concurrency: Optional[int] = None,
-            cpu_of=None) -> Measured:
-    """Check one answer, warm up, then load ``url``; CPU of ``cpu_of`` over the load."""
+            cpu_of: Optional[Callable[[], Union[float, tuple[float, float]]]] = None
+            ) -> Measured:
+    """Check one answer, warm up, then load ``url``; CPU of ``cpu_of`` over the load.
+
+    ``cpu_of`` returns CPU seconds, either the total or a (user, system) pair
+    (``Federation.cpu_times``); with a pair, user and system ms/exchange are recorded
+    besides the total."""
     body = echo_request()
     c = concurrency or s.concurrency
     check_once(url, body)
@@ -166,7 +187,14 @@ def measure(url: str, s: Settings, *, concurrency: Optional[int] = None,
     load = run_load(url, body, concurrency=c, duration=s.duration,
                     content_type=CONTENT_TYPE, soap_action=SOAP_ACTION,
                     generator=s.generator)
-    cpu = None
+    m = Measured(load)
     if cpu_of and load.requests:
-        cpu = (cpu_of() - before) * 1000 / load.requests
-    return Measured(load, cpu)
+        after = cpu_of()
+        per = 1000 / load.requests
+        if isinstance(after, tuple):
+            m.cpu_user_ms_per_exchange = (after[0] - before[0]) * per
+            m.cpu_sys_ms_per_exchange = (after[1] - before[1]) * per
+            m.cpu_ms_per_exchange = m.cpu_user_ms_per_exchange + m.cpu_sys_ms_per_exchange
+        else:
+            m.cpu_ms_per_exchange = (after - before) * per
+    return m

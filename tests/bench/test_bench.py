@@ -5,6 +5,8 @@ No timing is asserted: only that every figure is there and is a positive number.
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 import threading
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 from cheroot import wsgi
 
-from bench import loadgen, report
+from bench import loadgen, procs, report
 from bench.apps import static
 from tunduk.server.devfed import free_port
 
@@ -94,8 +96,8 @@ def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench-results")
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--duration", "1", "--warmup", "0",
-         "--micro-seconds", "0.1", "--only", "direct,off,sign,parse",
-         "--key-types", "ec", "--out", str(out)],
+         "--micro-seconds", "0.1", "--only", "direct,off,sign,parse,pipeline",
+         "--rounds", "2", "--key-types", "ec", "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=180)
     files = list(out.glob("*.json"))
     return proc, files
@@ -145,3 +147,128 @@ def test_tiny_profile_writes_json_with_every_figure(tiny_run):
     statuses = {c["name"]: c["status"] for c in res["checks"]}
     assert statuses["sign_vs_raw_ECDSA P-256"] in ("PASS", "MISS")
     assert statuses["throughput_sqlite_vs_direct"] == "n/a"   # sqlite not run
+
+
+def _number_at_least_zero(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+
+
+def test_tiny_profile_runs_the_comparison_in_interleaved_rounds(tiny_run):
+    proc, files = tiny_run
+    res = json.loads(files[0].read_text())
+    assert res["meta"]["rounds"] == 2
+    assert res["meta"]["interleaved"] == ["direct", "off"]
+    for key in ("direct", "tunduk_off_ec"):
+        s = res["scenarios"][key]
+        assert [r["round"] for r in s["rounds"]] == [1, 2], key
+        rps = [r["rps"] for r in s["rounds"]]
+        assert all(_positive(x) for x in rps)
+        assert s["rps"] == pytest.approx(sum(rps) / 2, abs=0.01)   # median of two
+    # the progress log shows the interleaving: direct, off, direct, off
+    order = re.findall(r"\] (direct|tunduk log=off ec) \(round (\d)/2\)", proc.stderr)
+    assert order == [("direct", "1"), ("tunduk log=off ec", "1"),
+                     ("direct", "2"), ("tunduk log=off ec", "2")]
+    sp = res["ratio_spread"]["tunduk_off/direct"]
+    per = [o["rps"] / d["rps"] for o, d in zip(res["scenarios"]["tunduk_off_ec"]["rounds"],
+                                               res["scenarios"]["direct"]["rounds"])]
+    assert sp["rounds"] == 2 and sp["per_round"] == [round(x, 3) for x in per]
+    assert sp["min"] <= sp["median"] <= sp["max"]
+    assert res["ratios"]["tunduk_off/direct"] == sp["median"]
+    line = next(ln for ln in res["table"].splitlines() if "ratio tunduk off / direct" in ln)
+    assert re.search(r"\d+\.\d\d \(\d+\.\d\d–\d+\.\d\d, 2 rounds\)", line), line
+
+
+def test_tiny_profile_splits_cpu_into_user_and_system(tiny_run):
+    _, files = tiny_run
+    res = json.loads(files[0].read_text())
+    off = res["scenarios"]["tunduk_off_ec"]
+    for d in (off, *off["rounds"]):
+        u, sy = d["cpu_user_ms_per_exchange"], d["cpu_sys_ms_per_exchange"]
+        assert _number_at_least_zero(u) and _number_at_least_zero(sy), d
+        assert u + sy == pytest.approx(d["cpu_ms_per_exchange"], abs=0.005)
+    assert res["scenarios"]["direct"]["cpu_user_ms_per_exchange"] is None  # not measured
+    assert any("CPU user / sys per exchange, tunduk log=off EC" in ln
+               and re.search(r"\d+\.\d\d / \d+\.\d\d ms", ln)
+               for ln in res["table"].splitlines())
+
+
+def test_tiny_profile_reports_the_in_memory_pipeline(tiny_run):
+    _, files = tiny_run
+    res = json.loads(files[0].read_text())
+    pipe = res["micro"]["pipeline"]
+    assert pipe["exchanges"] > 0 and pipe["key_type"] == "ec"
+    assert _positive(pipe["cpu_us"]) and _positive(pipe["cpu_us_median"])
+    assert pipe["cpu_us_min"] <= pipe["cpu_us_median"]
+    assert any(ln.startswith("| in-memory pipeline (bench.pipeline)") and " µs" in ln
+               for ln in res["table"].splitlines())
+
+
+def test_tree_cpu_times_splits_user_and_system_of_a_process_tree():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        user, system = procs.tree_cpu_times(os.getpid())
+        own = os.times()
+        assert _number_at_least_zero(user) and _number_at_least_zero(system)
+        # this process alone has used at least this much (clock ticks: 1/100 s)
+        assert user >= own.user - 0.02 and user > 0
+        assert procs.tree_cpu_seconds(child.pid) >= 0
+        assert procs.tree_cpu_times(2 ** 22 + 12345) == (0.0, 0.0)   # no such process
+    finally:
+        child.kill()
+        child.wait()
+
+
+def _run(rnd: int, rps: float, cpu: float | None = None, **kw) -> dict:
+    d = {"round": rnd, "rps": rps, "p50_ms": 10.0 + rnd, "p99_ms": 20.0 + rnd,
+         "requests": int(rps), "duration_s": 1.0, "errors": 0,
+         "cpu_ms_per_exchange": cpu, "cpu_user_ms_per_exchange": None if cpu is None
+         else cpu * 0.75, "cpu_sys_ms_per_exchange": None if cpu is None else cpu * 0.25}
+    d.update(kw)
+    return d
+
+
+def test_combine_rounds_takes_medians_and_keeps_every_run():
+    runs = [_run(1, 100.0, 8.0), _run(2, 140.0, 6.0, errors=2), _run(3, 120.0, 9.0),
+            {"round": 4, "error": "RuntimeError: boom"}]
+    d = report.combine_rounds(runs)
+    assert d["rps"] == 120.0 and d["cpu_ms_per_exchange"] == 8.0
+    assert d["cpu_user_ms_per_exchange"] == 6.0 and d["cpu_sys_ms_per_exchange"] == 2.0
+    assert (d["p50_ms"], d["median_run_round"]) == (13.0, 3)   # the median-rps run
+    assert d["errors"] == 2 and d["rounds"] == runs and "round" not in d
+    assert "error" in report.combine_rounds([{"round": 1, "error": "x"}])
+
+
+def _results(rounds: list[tuple[float, float]]) -> dict:
+    """direct and tunduk sqlite with these (direct, sqlite) req/s per round."""
+    direct = report.combine_rounds([_run(i, d) for i, (d, _) in enumerate(rounds, 1)])
+    sqlite = report.combine_rounds([_run(i, t, 9.0) for i, (_, t) in enumerate(rounds, 1)])
+    return {"meta": {"key_types": ["ec"], "concurrency": 8},
+            "scenarios": {"direct": direct, "tunduk_sqlite_ec": sqlite}, "micro": {}}
+
+
+def test_ratios_are_medians_of_per_round_ratios_with_their_spread():
+    # per-round ratios 0.40, 0.20, 0.25 -> median 0.25 (MISS); the ratio of the
+    # medians would be 120 / 400 = 0.30 (PASS)
+    res = _results([(300.0, 120.0), (600.0, 120.0), (400.0, 100.0)])
+    report.analyse(res)
+    sp = res["ratio_spread"]["tunduk_sqlite/direct"]
+    assert (sp["median"], sp["min"], sp["max"], sp["rounds"]) == (0.25, 0.2, 0.4, 3)
+    assert sp["per_round"] == [0.4, 0.2, 0.25]
+    assert res["ratios"]["tunduk_sqlite/direct"] == 0.25
+    status = {c["name"]: c["status"] for c in res["checks"]}
+    assert status["throughput_sqlite_vs_direct"] == "MISS"
+    assert status["cpu_ms_per_exchange_sqlite"] == "MISS"     # median 9.0 ms
+    text = report.table(res)
+    assert "0.25 (0.20–0.40, 3 rounds)" in text
+    assert "3 rounds: 300–600 req/s" in text
+    assert re.search(r"CPU user / sys per exchange, tunduk log=sqlite EC .*6\.75 / 2\.25 ms",
+                     text)
+
+
+def test_a_single_round_reports_plain_ratios():
+    res = _results([(500.0, 160.0)])
+    report.analyse(res)
+    assert res["ratios"]["tunduk_sqlite/direct"] == 0.32 and res["ratio_spread"] == {}
+    line = next(ln for ln in report.table(res).splitlines() if "sqlite / direct" in ln)
+    assert re.search(r"\|\s+0\.32 \|", line) and "PASS" in line, line
+    assert "rounds" not in report.table(res)
