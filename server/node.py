@@ -69,6 +69,8 @@ class Node:
         server.ssl_adapter = adapter
         for s in (client, server):
             s.ConnectionClass = cheroot_io.Connection
+            # Request line + headers; bodies are bounded by the apps (read_body).
+            s.max_request_header_size = cheroot_io.MAX_HEAD_BYTES
             s.server_name = f"tunduk {server_id(c)}"
         return [client, server]
 

@@ -13,6 +13,13 @@ from __future__ import annotations
 from cheroot import server as cheroot_server
 
 _RECV_SIZE = 65536
+MAX_HEAD_BYTES = 64 * 1024      # request line and header fields of one request
+# A line read without a size (cheroot does so for chunk-size and trailer lines) is
+# cut here: cheroot then refuses it as malformed instead of buffering without end.
+MAX_LINE = 65536
+# Above this, the held response head is sent on its own instead of being copied
+# in front of the body.
+_JOIN_LIMIT = 65536
 
 
 class SocketReader:
@@ -48,6 +55,8 @@ class SocketReader:
         return self._take(min(size, len(buf)))
 
     def readline(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = MAX_LINE
         buf = self._buf
         start = 0
         while True:
@@ -87,7 +96,12 @@ class SocketWriter:
             self._held += data
             return len(data)
         if self._held:
-            data, self._held = self._held + data, b""
+            held, self._held = self._held, b""
+            if len(data) > _JOIN_LIMIT:
+                self._sock.sendall(held)
+                self.bytes_written += len(held)
+            else:
+                data = held + data
         self._sock.sendall(data)
         self.bytes_written += len(data)
         return len(data)

@@ -27,8 +27,11 @@ class PeerClient:
         self._pins: dict[tuple[str, int], frozenset[str]] = {}
 
     def _make_pool(self, host: str, port: int) -> Pool:
+        def verify(der: bytes) -> None:
+            # the pins registered now, not those of when the pool was made
+            pin_to(self._pins[(host, port)])(der)
         return Pool(host, port, ssl_context=self.ssl_context, timeout=self.timeout,
-                    verify_peer=pin_to(self._pins[(host, port)]))
+                    verify_peer=verify)
 
     def send(self, pending: PendingExchange) -> Response:
         failures = []

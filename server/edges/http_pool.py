@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import queue
+import re
+import select
 import socket
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -41,20 +44,25 @@ class Response:
     peer_cert_der: Optional[bytes] = None
 
 
-class _StaleConnection(Exception):
-    """A pooled keep-alive connection had been closed by the peer before we used it.
-
-    Nothing of our request reached the application, so one retry on a fresh
-    connection is safe.
-    """
+class _NotSent(Exception):
+    """Sending failed because the peer had already closed a pooled connection: none
+    of the request reached the application, so it may go out on a fresh one."""
 
 
 class _BadResponse(Exception):
     pass
 
 
-# What sendall/recv raise on a connection the peer had already closed.
+class _ExtraBytes(Exception):
+    """The peer sent more after a complete answer (the connection is not reused)."""
+
+
+# What sendall raises on a connection the peer had already closed.
 _CLOSED = (BrokenPipeError, ConnectionResetError)
+MAX_HEAD_BYTES = 64 * 1024      # status line + header fields of an answer
+MAX_HEADER_FIELDS = 100
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_TARGET = re.compile(r"[\x21-\x7e]+\Z")
 
 
 class _Connection:
@@ -65,6 +73,16 @@ class _Connection:
     def __init__(self, sock, peer_cert_der: Optional[bytes]) -> None:
         self.sock, self.peer_cert_der = sock, peer_cert_der
 
+    def idle_and_open(self) -> bool:
+        """False if the peer closed this idle connection (or sent anything unasked):
+        such a connection must not carry a request."""
+        sock = self.sock
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return False
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return not poller.poll(0)
+
     def close(self) -> None:
         try:
             self.sock.close()
@@ -73,27 +91,46 @@ class _Connection:
 
 
 class _ResponseReader:
-    """httptools callbacks: collects one response, refusing more than ``limit`` bytes."""
+    """httptools callbacks: collects one final answer (1xx interim answers skipped),
+    refusing more than ``limit`` body bytes or MAX_HEADER_FIELDS header fields."""
 
     __slots__ = ("limit", "headers", "chunks", "size", "headers_done", "complete",
-                 "keep_alive", "parser")
+                 "keep_alive", "parser", "fields", "interim", "status")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.headers: dict[str, str] = {}
         self.chunks: list[bytes] = []
-        self.size = 0
-        self.headers_done = self.complete = self.keep_alive = False
+        self.size = self.fields = self.status = 0
+        self.headers_done = self.complete = self.keep_alive = self.interim = False
         self.parser = httptools.HttpResponseParser(self)
 
+    def on_message_begin(self) -> None:
+        if self.complete:
+            raise _ExtraBytes()
+
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.headers_done:
+            return                 # trailer fields of a chunked answer: not headers
+        self.fields += 1
+        if self.fields > MAX_HEADER_FIELDS:
+            raise ResponseTooLarge(f"the answer has more than {MAX_HEADER_FIELDS} "
+                                   "header fields")
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         old = self.headers.get(key)
         self.headers[key] = text if old is None else f"{old}, {text}"
 
     def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:
+            if status == 101:
+                raise _BadResponse("the server switched protocols (HTTP 101)")
+            self.interim = True    # 100 Continue, 103 Early Hints: the answer follows
+            self.headers, self.fields = {}, 0
+            return
         self.headers_done = True
+        self.status = status
         if int(self.headers.get("content-length") or 0) > self.limit:
             raise ResponseTooLarge(f"the answer is larger than {self.limit} bytes")
 
@@ -104,6 +141,9 @@ class _ResponseReader:
         self.chunks.append(body)
 
     def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
         # Asked here: once feed_data returns, the parser has reset its state.
         self.keep_alive = self.parser.should_keep_alive()
         self.complete = True
@@ -114,7 +154,8 @@ class Pool:
 
     Requests are written in one send; responses are parsed with httptools (the C
     llhttp parser also used by uvicorn), which is several times cheaper per call
-    than http.client's e-mail based header parser.
+    than http.client's e-mail based header parser.  ``timeout`` bounds connecting
+    and the whole wait for an answer.
     """
 
     def __init__(self, host: str, port: int, *, ssl_context: Optional[ssl.SSLContext] = None,
@@ -135,10 +176,15 @@ class Pool:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.ssl_context is None:
                 return _Connection(sock, None)
-            sock = self.ssl_context.wrap_socket(sock, server_hostname=self.host)
+            # A TCP FIN without TLS close_notify is an error, not the end of an
+            # answer: otherwise anyone on the path could cut an answer short.
+            sock = self.ssl_context.wrap_socket(sock, server_hostname=self.host,
+                                                suppress_ragged_eofs=False)
             der = sock.getpeercert(binary_form=True)
+            if der is None:
+                raise ssl.SSLError("the server presented no certificate")
             if self.verify_peer is not None:
-                self.verify_peer(der)
+                self.verify_peer(der)   # before any byte of a request is sent
             return _Connection(sock, der)
         except BaseException:
             sock.close()
@@ -153,24 +199,40 @@ class Pool:
 
     def request(self, method: str, path: str, body: Optional[bytes],
                 headers: dict[str, str]) -> Response:
-        try:
-            conn, reused = self._idle.get_nowait(), True
-        except queue.Empty:
-            conn, reused = self._connect(), False
-        message = self._encode(method, path, body, headers)
+        message = self._encode(method, path, body, headers)   # ValueError: ours to fix
+        conn, reused = self._checkout()
         try:
             try:
                 return self._roundtrip(conn, message)
-            except _StaleConnection:
+            except _NotSent:
                 conn.close()
                 if not reused:
-                    raise _BadResponse("the server closed the connection without answering")
+                    raise TransportError("the server closed the connection before the "
+                                         "request was sent", sent=False) from None
                 conn = self._connect()
                 return self._roundtrip(conn, message)
-        except (OSError, httptools.HttpParserError, ResponseTooLarge, _BadResponse,
-                _StaleConnection) as exc:
+        except _NotSent as exc:
+            conn.close()
+            raise TransportError("the server closed the connection before the request "
+                                 "was sent", sent=False) from exc
+        except (OSError, httptools.HttpParserError, httptools.HttpParserUpgrade,
+                ResponseTooLarge, _BadResponse) as exc:
             conn.close()
             raise TransportError(_describe(exc)) from exc
+
+    def _checkout(self) -> tuple[_Connection, bool]:
+        """An idle connection still open (closed ones are dropped), else a new one."""
+        while True:
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                return self._connect(), False
+            try:
+                if conn.idle_and_open():
+                    return conn, True
+            except (OSError, ValueError):
+                pass
+            conn.close()
 
     def _connect(self) -> _Connection:
         try:
@@ -180,50 +242,70 @@ class Pool:
 
     def _encode(self, method: str, path: str, body: Optional[bytes],
                 headers: dict[str, str]) -> bytes:
+        if not _TOKEN.match(method) or not _TARGET.match(path):
+            raise ValueError(f"invalid HTTP request line {method!r} {path!r}")
         lines = [f"{method} {path} HTTP/1.1\r\nHost: {self._host_header}\r\n"]
         for name, value in headers.items():
-            if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
-                raise ValueError(f"line break in HTTP header {name!r}")
+            if not _TOKEN.match(name) or "\r" in value or "\n" in value or "\0" in value:
+                raise ValueError(f"invalid HTTP header {name!r}: a token name and a "
+                                 "value without line breaks are required")
             lines.append(f"{name}: {value}\r\n")
         if body is not None:
             lines.append(f"Content-Length: {len(body)}\r\n")
         lines.append("\r\n")
-        head = "".join(lines).encode("latin-1")
+        try:
+            head = "".join(lines).encode("latin-1")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"HTTP header with a character outside Latin-1: {exc}") \
+                from None
         return head + body if body else head
 
     def _roundtrip(self, conn: _Connection, message: bytes) -> Response:
         sock = conn.sock
+        sock.settimeout(self.timeout)
         try:
             sock.sendall(message)
         except _CLOSED as exc:
-            raise _StaleConnection() from exc
+            raise _NotSent() from exc
         reader = _ResponseReader(self.max_response_bytes)
         parser = reader.parser
-        received = False
+        received = 0
+        deadline = time.monotonic() + self.timeout
         while not reader.complete:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("timed out")
+            sock.settimeout(left)
             try:
                 data = sock.recv(65536)
-            except _CLOSED as exc:
-                if received:
-                    raise
-                raise _StaleConnection() from exc
+            except ssl.SSLEOFError:
+                data = None        # closed without close_notify
             if not data:
                 if not received:
-                    raise _StaleConnection()
-                if reader.headers_done and "content-length" not in reader.headers \
+                    # The request may have been processed: never sent again.
+                    raise _BadResponse("the server closed the connection without "
+                                       "answering")
+                if data is not None and reader.headers_done \
+                        and "content-length" not in reader.headers \
                         and "transfer-encoding" not in reader.headers:
-                    break          # an answer delimited by closing the connection
+                    break          # an answer delimited by (a clean) close
                 raise _BadResponse("the server closed the connection in mid-answer")
-            received = True
+            received += len(data)
             try:
                 parser.feed_data(data)
             except httptools.HttpParserCallbackError as exc:
-                if isinstance(exc.__context__, ResponseTooLarge):
-                    raise exc.__context__ from None
+                cause = exc.__context__
+                if isinstance(cause, _ExtraBytes):
+                    reader.keep_alive = False      # answer complete; stream suspect
+                    break
+                if isinstance(cause, (ResponseTooLarge, _BadResponse)):
+                    raise cause from None
                 raise
-        result = Response(parser.get_status_code(), reader.headers,
-                          b"".join(reader.chunks), conn.peer_cert_der)
-        if reader.keep_alive:
+            if not reader.headers_done and received > MAX_HEAD_BYTES:
+                raise ResponseTooLarge("the answer's status line and headers exceed "
+                                       f"{MAX_HEAD_BYTES} bytes")
+        result = Response(reader.status, reader.headers, b"".join(reader.chunks), conn.peer_cert_der)
+        if reader.complete and reader.keep_alive:
             try:
                 self._idle.put_nowait(conn)
             except queue.Full:
@@ -243,12 +325,12 @@ class Pool:
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, (ResponseTooLarge, _BadResponse)):
         return str(exc)
-    if isinstance(exc, _StaleConnection):
-        return "the server closed the connection without answering"
+    if isinstance(exc, httptools.HttpParserUpgrade):
+        return "the server switched protocols (HTTP upgrade)"
     if isinstance(exc, httptools.HttpParserError):
         return f"invalid HTTP answer ({exc})"
     if isinstance(exc, ssl.SSLError):
-        return f"TLS failure: {exc.reason or exc}"
+        return f"TLS failure: {getattr(exc, 'reason', None) or exc}"
     if isinstance(exc, socket.timeout) or isinstance(exc, TimeoutError):
         return "timed out"
     if isinstance(exc, ConnectionRefusedError):

@@ -4,6 +4,8 @@ from __future__ import annotations
 import logging
 from typing import Iterable, Optional
 
+from cheroot import errors as cheroot_errors
+
 from ..core import errors
 from ..core.errors import Origin, XRoadError
 from ..core.faults import FAULT_CONTENT_TYPE, error_to_fault
@@ -19,6 +21,8 @@ def status_line(code: int) -> str:
 
 
 def read_body(environ: dict, limit: int) -> bytes:
+    """The request body, at most ``limit`` bytes, else MessageTooLarge (HTTP 413, on
+    which cheroot closes the connection instead of reading the rest)."""
     try:
         length = int(environ.get("CONTENT_LENGTH") or 0)
     except ValueError:
@@ -26,17 +30,34 @@ def read_body(environ: dict, limit: int) -> bytes:
     if length < 0:
         raise XRoadError(errors.INVALID_MESSAGE, "invalid Content-Length header")
     if length > limit:
-        raise XRoadError(errors.MESSAGE_TOO_LARGE,
-                         f"the message is {length} bytes; the limit is {limit}")
+        raise _too_large(f"the message is {length} bytes; the limit is {limit}")
     stream = environ["wsgi.input"]
     if length:
         return stream.read(length)
     if environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
-        data = stream.read(limit + 1)
-        if len(data) > limit:
-            raise XRoadError(errors.MESSAGE_TOO_LARGE, f"the message exceeds {limit} bytes")
+        # cheroot's chunked reader checks each chunk's declared size against maxlen
+        # before reading it, so a huge chunk is refused without being buffered.
+        if hasattr(stream, "maxlen"):
+            stream.maxlen = limit + 1
+        try:
+            data = stream.read(limit + 1)
+        except cheroot_errors.MaxSizeExceeded:
+            data = None
+        except OSError as exc:
+            if "Request Entity Too Large" not in str(exc):
+                raise
+            data = None
+        except ValueError as exc:       # malformed chunk sizes or separators
+            raise XRoadError(errors.INVALID_MESSAGE,
+                             f"invalid chunked transfer coding: {exc}") from None
+        if data is None or len(data) > limit:
+            raise _too_large(f"the message exceeds {limit} bytes")
         return data
     return b""
+
+
+def _too_large(message: str) -> XRoadError:
+    return XRoadError(errors.MESSAGE_TOO_LARGE, message, http_status=413)
 
 
 def respond(start_response, status: int, body: bytes, content_type: str,

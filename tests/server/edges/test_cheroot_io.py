@@ -124,3 +124,93 @@ def test_answer_without_body_is_still_sent(serve):
         s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         answers = _read_answers(s, 1)
     assert answers == [(204, b"")]
+
+
+# ------------------------------------------------------------- bounded input
+# The proxies read bodies with wsgi_util.read_body and answer faults with
+# respond_error; the server has node.py's header limit.  Each oversized input is
+# answered at once, without the server reading (or buffering) what was announced.
+
+MB = 1 << 20
+
+
+def _soap_app(limit: int):
+    from tunduk.server.core.errors import Origin, XRoadError
+    from tunduk.server.edges.wsgi_util import read_body, respond, respond_error
+
+    def app(environ, start_response):
+        try:
+            body = read_body(environ, limit)
+        except XRoadError as err:
+            return respond_error(start_response, err, Origin.CLIENT_PROXY)
+        return respond(start_response, 200, b"%d" % len(body), "text/plain")
+    return app
+
+
+@pytest.fixture
+def bounded_port():
+    from tunduk.server.edges.cheroot_io import MAX_HEAD_BYTES
+    server = wsgi.Server(("127.0.0.1", 0), _soap_app(1 * MB), numthreads=2)
+    server.ConnectionClass = Connection
+    server.max_request_header_size = MAX_HEAD_BYTES
+    server.prepare()
+    threading.Thread(target=server.serve, daemon=True).start()
+    yield server.bind_addr[1]
+    server.stop()
+
+
+def _answer_to(port: int, head: bytes, then: bytes = b"") -> bytes:
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.settimeout(5)
+        s.sendall(head + then)
+        data = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except ConnectionResetError:
+            pass
+    return data
+
+
+def test_announced_oversized_body_is_refused_before_it_is_sent(bounded_port):
+    answer = _answer_to(bounded_port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml"
+                        b"\r\nContent-Length: %d\r\n\r\n" % (48 * MB))
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert b"<faultcode>Client.MessageTooLarge</faultcode>" in answer
+
+
+def test_huge_chunk_is_refused_before_it_is_sent(bounded_port):
+    answer = _answer_to(bounded_port, b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+                        b"chunked\r\n\r\n%x\r\n" % (48 * MB))
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert b"Client.MessageTooLarge" in answer
+
+
+def test_chunked_body_over_the_limit_in_small_chunks_is_refused(bounded_port):
+    chunks = (b"%x\r\n" % (256 * 1024) + b"a" * (256 * 1024) + b"\r\n") * 5 + b"0\r\n\r\n"
+    answer = _answer_to(bounded_port, b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+                        b"chunked\r\n\r\n", chunks)
+    assert answer.startswith(b"HTTP/1.1 413 ") and b"Client.MessageTooLarge" in answer
+
+
+def test_chunked_body_within_the_limit_is_read_whole(bounded_port):
+    answer = _answer_to(bounded_port, b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                        b"Transfer-Encoding: chunked\r\n\r\n",
+                        b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"\r\n\r\n5")
+
+
+def test_chunk_size_line_without_end_is_refused_not_buffered(bounded_port):
+    answer = _answer_to(bounded_port, b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+                        b"chunked\r\n\r\n", b"1" * (200 * 1024))
+    assert answer.startswith(b"HTTP/1.1 4")     # 400/413, not a timeout
+    assert b"Client.InvalidMessage" in answer or b"Client.MessageTooLarge" in answer
+
+
+def test_endless_request_headers_are_refused(bounded_port):
+    answer = _answer_to(bounded_port, b"POST / HTTP/1.1\r\nHost: x\r\nX-Big: "
+                        + b"a" * (200 * 1024) + b"\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 4")

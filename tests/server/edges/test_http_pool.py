@@ -116,9 +116,9 @@ def test_answer_delimited_by_close_is_read_to_the_end():
     srv.close()
 
 
-def test_stale_keep_alive_connection_is_retried_once_on_a_new_one():
+def test_connection_closed_while_idle_is_not_used_again():
     # The first connection answers once and is then closed by the server while
-    # idle in the pool; the next request must go out again on a fresh connection.
+    # idle in the pool; the next request goes out on a fresh connection.
     srv = ScriptedServer([
         [b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n1"],
         [b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n2"],
@@ -166,8 +166,224 @@ def test_streamed_answer_over_the_limit_is_refused():
     srv.close()
 
 
-def test_header_with_line_break_is_refused_before_sending():
+@pytest.mark.parametrize("path, headers", [
+    ("/", {"SOAPAction": "a\r\nX-Evil: 1"}),
+    ("/a HTTP/1.1\r\nX-Smuggled: yes\r\nFoo: bar", {}),
+    ("/a b", {}),
+    ("/", {"Bad Name": "x"}),
+    ("/", {"SOAPAction": "caf\u00e9\u20ac"}),
+])
+def test_request_line_or_header_that_would_smuggle_is_refused_before_connecting(
+        path, headers):
     srv = ScriptedServer([])
     with pytest.raises(ValueError):
-        Pool("127.0.0.1", srv.port).post("/", b"<q/>", {"SOAPAction": "a\r\nX-Evil: 1"})
+        Pool("127.0.0.1", srv.port).post(path, b"<q/>", headers)
+    assert srv.connections == 0
     srv.close()
+
+
+def test_interim_1xx_answers_are_skipped_and_do_not_desynchronise_the_connection():
+    srv = ScriptedServer([[
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nr1",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nr2",
+    ]])
+    pool = Pool("127.0.0.1", srv.port)
+    first = pool.post("/", b"a", {})
+    assert (first.status, first.body, first.headers) == (200, b"r1", {"content-length": "2"})
+    assert pool.post("/", b"b", {}).body == b"r2"
+    assert srv.connections == 1
+    srv.close()
+
+
+def test_bytes_after_a_complete_answer_are_not_merged_and_the_connection_is_dropped():
+    srv = ScriptedServer([
+        [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+         b"HTTP/1.1 200 OK\r\nX-Injected: 1\r\nContent-Length: 5\r\n\r\nevil!"],
+        [b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nclean"],
+    ])
+    pool = Pool("127.0.0.1", srv.port)
+    first = pool.post("/", b"a", {})
+    assert (first.body, first.headers) == (b"ok", {"content-length": "2"})
+    assert pool.post("/", b"b", {}).body == b"clean"
+    assert srv.connections == 2
+    srv.close()
+
+
+def test_trailer_fields_do_not_change_the_headers():
+    srv = ScriptedServer([[b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\n"
+                           b"Transfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n"
+                           b"Content-Type: text/html\r\n\r\n"]])
+    answer = Pool("127.0.0.1", srv.port).post("/", b"a", {})
+    assert (answer.body, answer.headers["content-type"]) == (b"ok", "text/xml")
+    srv.close()
+
+
+def test_endless_headers_are_refused_with_bounded_memory():
+    srv = ScriptedServer([[b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * (1 << 20)
+                           + b"\r\nContent-Length: 0\r\n\r\n"]])
+    with pytest.raises(TransportError) as ei:
+        Pool("127.0.0.1", srv.port).post("/", b"a", {})
+    assert "headers exceed 65536 bytes" in str(ei.value)
+    srv.close()
+
+
+def test_too_many_header_fields_are_refused():
+    srv = ScriptedServer([[b"HTTP/1.1 200 OK\r\n" + b"X-A: 1\r\n" * 101
+                           + b"Content-Length: 0\r\n\r\n"]])
+    with pytest.raises(TransportError) as ei:
+        Pool("127.0.0.1", srv.port).post("/", b"a", {})
+    assert "more than 100 header fields" in str(ei.value)
+    srv.close()
+
+
+def test_protocol_switch_is_a_transport_error():
+    srv = ScriptedServer([[b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n"
+                           b"Connection: Upgrade\r\n\r\n"]])
+    with pytest.raises(TransportError) as ei:
+        Pool("127.0.0.1", srv.port).post("/", b"a", {})
+    assert "switched protocols" in str(ei.value)
+    srv.close()
+
+
+def test_request_is_never_sent_twice_when_the_server_closes_after_reading_it():
+    # A pooled connection; the server reads the second request (it may have acted on
+    # it) and closes without answering: the pool must not send it again elsewhere.
+    srv = ScriptedServer([[b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n1", b""],
+                          [b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n2"]])
+    pool = Pool("127.0.0.1", srv.port)
+    assert pool.post("/", b"a", {}).body == b"1"
+    with pytest.raises(TransportError) as ei:
+        pool.post("/", b"payment-2", {})
+    assert ei.value.sent
+    assert "closed the connection without answering" in str(ei.value)
+    assert [r.endswith(b"payment-2") for r in srv.requests] == [False, True]
+    assert srv.connections == 1
+    srv.close()
+
+
+# ------------------------------------------------------------------------ TLS
+
+@pytest.fixture(scope="module")
+def tls_material(tmp_path_factory):
+    """A self-signed server certificate and a client context that trusts only it."""
+    import datetime
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(1)
+            .not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]), False)
+            .sign(key, hashes.SHA256()))
+    d = tmp_path_factory.mktemp("tls")
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    (d / "c.pem").write_bytes(cert_pem)
+    (d / "k.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                serialization.PrivateFormat.PKCS8,
+                                                serialization.NoEncryption()))
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(str(d / "c.pem"), str(d / "k.pem"))
+    client_ctx = ssl.create_default_context(cadata=cert_pem.decode())
+    client_ctx.check_hostname = False
+    return server_ctx, client_ctx, cert.public_bytes(serialization.Encoding.DER)
+
+
+def _tls_server(server_ctx, answer: bytes, *, clean_close: bool):
+    """Accept one TLS connection, read what arrives, send ``answer``, then close with
+    or without TLS close_notify.  Returns (port, received bytes list, thread)."""
+    import socket
+    listener = socket.create_server(("127.0.0.1", 0))
+    got: list[bytes] = []
+
+    def run() -> None:
+        raw, _ = listener.accept()
+        try:
+            serve_one(raw)
+        except OSError:
+            pass               # the client gave up (e.g. after a pin mismatch)
+        finally:
+            raw.close()
+            listener.close()
+
+    def serve_one(raw) -> None:
+        tls = server_ctx.wrap_socket(raw, server_side=True)
+        tls.settimeout(5)
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data:
+                chunk = tls.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except OSError:
+            pass
+        got.append(data)
+        if data:
+            tls.sendall(answer)
+        if clean_close:
+            tls.unwrap()
+        else:
+            socket.socket.shutdown(tls, socket.SHUT_WR)   # bare FIN
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return listener.getsockname()[1], got, t
+
+
+def test_peer_certificate_pin_mismatch_sends_no_request_byte(tls_material):
+    from tunduk.server.edges.http_pool import pin_to
+    server_ctx, client_ctx, _der = tls_material
+    port, got, t = _tls_server(server_ctx, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+                               clean_close=True)
+    pool = Pool("127.0.0.1", port, ssl_context=client_ctx,
+                verify_peer=pin_to(frozenset({"00" * 32})))
+    with pytest.raises(TransportError) as ei:
+        pool.post("/", b"secret request", {})
+    t.join(5)
+    assert not ei.value.sent
+    assert "is not registered" in str(ei.value)
+    assert got in ([], [b""])          # not one byte of the request arrived
+
+
+def test_pinned_peer_answers_over_tls(tls_material):
+    import hashlib
+
+    from tunduk.server.edges.http_pool import pin_to
+    server_ctx, client_ctx, der = tls_material
+    port, got, t = _tls_server(server_ctx,
+                               b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n<a/>",
+                               clean_close=True)
+    pool = Pool("127.0.0.1", port, ssl_context=client_ctx,
+                verify_peer=pin_to(frozenset({hashlib.sha256(der).hexdigest()})))
+    answer = pool.post("/", b"<q/>", {})
+    t.join(5)
+    assert (answer.status, answer.body, answer.peer_cert_der) == (200, b"<a/>", der)
+
+
+def test_close_delimited_answer_cut_by_a_bare_fin_over_tls_is_refused(tls_material):
+    server_ctx, client_ctx, _der = tls_material
+    port, _got, t = _tls_server(
+        server_ctx, b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\n\r\n<Body><amount>100",
+        clean_close=False)
+    with pytest.raises(TransportError) as ei:
+        Pool("127.0.0.1", port, ssl_context=client_ctx).post("/", b"<q/>", {})
+    t.join(5)
+    assert "closed the connection in mid-answer" in str(ei.value)
+
+
+def test_close_delimited_answer_with_tls_close_notify_is_complete(tls_material):
+    server_ctx, client_ctx, _der = tls_material
+    port, _got, t = _tls_server(
+        server_ctx, b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\n\r\n<Body/>",
+        clean_close=True)
+    answer = Pool("127.0.0.1", port, ssl_context=client_ctx).post("/", b"<q/>", {})
+    t.join(5)
+    assert (answer.status, answer.body) == (200, b"<Body/>")
