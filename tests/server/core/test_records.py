@@ -8,29 +8,14 @@ import ssl
 import pytest
 from lxml import etree
 
+from tests.pipeline_helpers import side as _side
 from tests.xroad_requests import request
 from tunduk.server.core.client_side import ClientSide
 from tunduk.server.core.envelope import parse_envelope
 from tunduk.server.core.records import body_digest_hex, make_record
 from tunduk.server.core.server_side import ServerSide
-from tunduk.server.core.signing import SigningKey, TrustAnchor
-from tunduk.server.messagelog import NullLog
 
 SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
-
-
-class RecordingLog(NullLog):
-    def __init__(self):
-        self.records = []
-
-    def log(self, record):
-        self.records.append(record)
-
-
-def _side(cls, files):
-    conf = files.conf()
-    return cls(conf, SigningKey.load(conf.keys.sign_key, conf.keys.sign_cert),
-               TrustAnchor.from_pem(conf.federation.ca_certs_pem), RecordingLog())
 
 
 def _answer(backend_request: bytes) -> bytes:
