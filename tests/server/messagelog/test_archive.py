@@ -49,6 +49,7 @@ def test_archive_then_verify_ok(stamped, tmp_path, tsa):
     # Only the closed (time-stamped) period leaves the store.
     assert (res.first_seq, res.last_seq, res.records, res.removed) == (1, 4, 4, 4)
     assert [r.seq for r in store.records(SERVER_ID)] == [5, 6]
+    assert log.status()["records"] == 2 == store.count(SERVER_ID)   # what /healthz shows
     rep = verify_archive(res.path)
     assert rep.ok, rep.problems
     assert (rep.records, rep.timestamps) == (4, 1)
