@@ -14,9 +14,13 @@ from cheroot import server as cheroot_server
 
 _RECV_SIZE = 65536
 MAX_HEAD_BYTES = 64 * 1024      # request line and header fields of one request
-# A line read without a size (cheroot does so for chunk-size and trailer lines) is
-# cut here: cheroot then refuses it as malformed instead of buffering without end.
+# A line read without a size (cheroot does so for chunk-size lines) longer than this
+# is refused (ValueError, as cheroot's own malformed-chunk errors) instead of being
+# buffered without end or silently cut.
 MAX_LINE = 65536
+# An unread request body larger than this is not drained after the answer: the
+# connection is closed instead (cheroot would read it all into memory).
+MAX_DRAIN = 65536
 # Above this, the held response head is sent on its own instead of being copied
 # in front of the body.
 _JOIN_LIMIT = 65536
@@ -55,8 +59,9 @@ class SocketReader:
         return self._take(min(size, len(buf)))
 
     def readline(self, size: int = -1) -> bytes:
-        if size is None or size < 0:
-            size = MAX_LINE
+        unbounded = size is None or size < 0
+        if unbounded:
+            size = MAX_LINE + 1
         buf = self._buf
         start = 0
         while True:
@@ -73,6 +78,8 @@ class SocketReader:
                 break
         if 0 <= size < n:
             n = size
+        if unbounded and n > MAX_LINE:
+            raise ValueError(f"line longer than {MAX_LINE} bytes")
         return self._take(n)
 
     def has_data(self) -> bool:
@@ -131,6 +138,15 @@ class Request(cheroot_server.HTTPRequest):
         super().__init__(server, conn, proxy_mode=True, strict_mode=strict_mode)
 
     def send_headers(self) -> None:
+        # A body the app did not read to its end must not be taken for the next
+        # request: cheroot neither drains nor closes after a partly read chunked
+        # body, and drains a Content-Length body of any size into memory.
+        rfile = self.rfile
+        if self.chunked_read:
+            if not getattr(rfile, "closed", True):
+                self.close_connection = True
+        elif getattr(rfile, "remaining", 0) > MAX_DRAIN:
+            self.close_connection = True
         wfile = self.conn.wfile
         wfile.holding = True
         try:

@@ -301,9 +301,19 @@ class Pool:
                 if isinstance(cause, (ResponseTooLarge, _BadResponse)):
                     raise cause from None
                 raise
-            if not reader.headers_done and received > MAX_HEAD_BYTES:
-                raise ResponseTooLarge("the answer's status line and headers exceed "
-                                       f"{MAX_HEAD_BYTES} bytes")
+            except httptools.HttpParserError:
+                if not reader.complete:
+                    raise
+                reader.keep_alive = False   # data after a "Connection: close" answer
+                break
+            if not reader.headers_done:
+                if received > MAX_HEAD_BYTES:
+                    raise ResponseTooLarge("the answer's status line and headers exceed "
+                                           f"{MAX_HEAD_BYTES} bytes")
+            elif received - reader.size > MAX_HEAD_BYTES + reader.size // 4:
+                # chunk framing and trailers: a little per chunk, not without end
+                raise ResponseTooLarge("the answer's chunk framing or trailer fields "
+                                       "are too large")
         result = Response(reader.status, reader.headers, b"".join(reader.chunks), conn.peer_cert_der)
         if reader.complete and reader.keep_alive:
             try:

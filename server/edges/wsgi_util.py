@@ -36,9 +36,11 @@ def read_body(environ: dict, limit: int) -> bytes:
         return stream.read(length)
     if environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
         # cheroot's chunked reader checks each chunk's declared size against maxlen
-        # before reading it, so a huge chunk is refused without being buffered.
+        # before reading it, so a huge chunk is refused without being buffered.  Its
+        # count includes the chunk-size lines, hence the room above ``limit``; the
+        # decoded body is held to ``limit`` exactly below.
         if hasattr(stream, "maxlen"):
-            stream.maxlen = limit + 1
+            stream.maxlen = 2 * limit + 65536
         try:
             data = stream.read(limit + 1)
         except cheroot_errors.MaxSizeExceeded:

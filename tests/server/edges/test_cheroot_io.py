@@ -139,6 +139,8 @@ def _soap_app(limit: int):
     from tunduk.server.edges.wsgi_util import read_body, respond, respond_error
 
     def app(environ, start_response):
+        if environ["REQUEST_METHOD"] == "GET":        # the body is never read
+            return respond(start_response, 200, b"get", "text/plain")
         try:
             body = read_body(environ, limit)
         except XRoadError as err:
@@ -206,11 +208,40 @@ def test_chunked_body_within_the_limit_is_read_whole(bounded_port):
 def test_chunk_size_line_without_end_is_refused_not_buffered(bounded_port):
     answer = _answer_to(bounded_port, b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
                         b"chunked\r\n\r\n", b"1" * (200 * 1024))
-    assert answer.startswith(b"HTTP/1.1 4")     # 400/413, not a timeout
-    assert b"Client.InvalidMessage" in answer or b"Client.MessageTooLarge" in answer
+    # answered at once (not after a timeout), and the connection is not reused
+    assert b"<faultcode>Client.InvalidMessage</faultcode>" in answer
+    assert b"line longer than 65536 bytes" in answer
+    assert b"\r\nConnection: close\r\n" in answer
 
 
 def test_endless_request_headers_are_refused(bounded_port):
     answer = _answer_to(bounded_port, b"POST / HTTP/1.1\r\nHost: x\r\nX-Big: "
                         + b"a" * (200 * 1024) + b"\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 4")
+
+
+def test_partly_read_chunked_body_is_not_taken_for_the_next_request(bounded_port):
+    # A malformed chunk size ("zz") ends the app's reading early; what follows must
+    # not be parsed as a second request on the same connection (request smuggling).
+    smuggled = b"POST /smuggled HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"
+    answer = _answer_to(bounded_port, b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+                        b"chunked\r\n\r\n", b"zz\r\n" + smuggled)
+    assert b"<faultcode>Client.InvalidMessage</faultcode>" in answer
+    assert b"\r\nConnection: close\r\n" in answer
+    assert answer.count(b"HTTP/1.1 ") == 1
+
+
+def test_large_unread_body_is_not_drained(bounded_port):
+    # GET with a body the app never reads: answered and closed, not read into memory.
+    answer = _answer_to(bounded_port, b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+                        b"\r\n" % (512 * MB))
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert b"\r\nConnection: close\r\n" in answer
+
+
+def test_chunked_body_at_the_limit_in_small_chunks_is_accepted(bounded_port):
+    body_chunks = (b"a\r\n" + b"b" * 10 + b"\r\n") * (MB // 10) + b"0\r\n\r\n"
+    answer = _answer_to(bounded_port, b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                        b"Transfer-Encoding: chunked\r\n\r\n", body_chunks)
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert answer.endswith(b"\r\n\r\n%d" % (MB // 10 * 10))

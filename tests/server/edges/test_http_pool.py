@@ -219,6 +219,23 @@ def test_trailer_fields_do_not_change_the_headers():
     srv.close()
 
 
+def test_endless_trailer_is_refused_with_bounded_memory():
+    srv = ScriptedServer([[b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                           b"2\r\nok\r\n0\r\nX-T: " + b"a" * (1 << 20)]])
+    with pytest.raises(TransportError) as ei:
+        Pool("127.0.0.1", srv.port).post("/", b"a", {})
+    assert "chunk framing or trailer fields are too large" in str(ei.value)
+    srv.close()
+
+
+def test_data_after_a_connection_close_answer_keeps_the_answer():
+    srv = ScriptedServer([[b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n"
+                           b"\r\nokJUNK"]])
+    answer = Pool("127.0.0.1", srv.port).post("/", b"a", {})
+    assert (answer.status, answer.body) == (200, b"ok")
+    srv.close()
+
+
 def test_endless_headers_are_refused_with_bounded_memory():
     srv = ScriptedServer([[b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * (1 << 20)
                            + b"\r\nContent-Length: 0\r\n\r\n"]])
@@ -364,6 +381,7 @@ def test_pinned_peer_answers_over_tls(tls_material):
     pool = Pool("127.0.0.1", port, ssl_context=client_ctx,
                 verify_peer=pin_to(frozenset({hashlib.sha256(der).hexdigest()})))
     answer = pool.post("/", b"<q/>", {})
+    pool.close()
     t.join(5)
     assert (answer.status, answer.body, answer.peer_cert_der) == (200, b"<a/>", der)
 
@@ -387,3 +405,35 @@ def test_close_delimited_answer_with_tls_close_notify_is_complete(tls_material):
     answer = Pool("127.0.0.1", port, ssl_context=client_ctx).post("/", b"<q/>", {})
     t.join(5)
     assert (answer.status, answer.body) == (200, b"<Body/>")
+
+
+def test_tls_connection_is_kept_alive_and_reused(tls_material):
+    import socket
+    server_ctx, client_ctx, _der = tls_material
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+
+    def run() -> None:
+        raw, _ = listener.accept()
+        accepted.append(1)
+        tls = server_ctx.wrap_socket(raw, server_side=True)
+        tls.settimeout(5)
+        try:
+            for i in range(3):
+                data = b""
+                while not data.endswith(b"<q/>"):
+                    data += tls.recv(65536)
+                tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n%d" % i)
+            tls.unwrap()
+        except OSError:
+            pass
+        finally:
+            raw.close()
+            listener.close()
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    pool = Pool("127.0.0.1", listener.getsockname()[1], ssl_context=client_ctx)
+    bodies = [pool.post("/", b"<q/>", {}).body for _ in range(3)]
+    pool.close()
+    t.join(5)
+    assert bodies == [b"0", b"1", b"2"] and accepted == [1]
