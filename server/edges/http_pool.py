@@ -262,9 +262,8 @@ class Pool:
 
     def _roundtrip(self, conn: _Connection, message: bytes) -> Response:
         sock = conn.sock
-        sock.settimeout(self.timeout)
         try:
-            sock.sendall(message)
+            _send_within(sock, message, time.monotonic() + self.timeout)
         except _CLOSED as exc:
             raise _NotSent() from exc
         reader = _ResponseReader(self.max_response_bytes)
@@ -330,6 +329,18 @@ class Pool:
                 self._idle.get_nowait().close()
             except queue.Empty:
                 return
+
+
+def _send_within(sock, data: bytes, deadline: float) -> None:
+    """``sendall`` bounded as a whole: a peer reading slowly cannot stretch it (an
+    SSLSocket applies its timeout to each of its sends)."""
+    view = memoryview(data)
+    while view:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("timed out")
+        sock.settimeout(left)
+        view = view[sock.send(view):]
 
 
 def _describe(exc: BaseException) -> str:
