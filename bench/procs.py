@@ -51,10 +51,6 @@ class Proc:
             return ":\n" + Path(self.log).read_text(errors="replace")[-2000:]
         return ""
 
-    def cpu_seconds(self) -> float:
-        """user+system time of this process and all its descendants (alive now)."""
-        return tree_cpu_seconds(self.pid)
-
     def cpu_times(self) -> tuple[float, float]:
         """(user, system) seconds of this process and its descendants (alive now)."""
         return tree_cpu_times(self.pid)
@@ -106,11 +102,6 @@ def tree_cpu_times(root: int) -> tuple[float, float]:
             system += stats[pid][2]
         todo.extend(children.get(pid, ()))
     return user, system
-
-
-def tree_cpu_seconds(root: int) -> float:
-    """user+system CPU seconds of ``root`` and all its descendants alive now."""
-    return sum(tree_cpu_times(root))
 
 
 def python_argv(*args: str) -> list[str]:

@@ -13,7 +13,7 @@ import http.client
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Callable, Optional
 
 from tunduk.server.devfed import DevCA, FederationFiles, KeySource, build_federation
 
@@ -89,9 +89,6 @@ class PlainProxies:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port_a}/"
 
-    def cpu_seconds(self) -> float:
-        return self.a.cpu_seconds() + self.b.cpu_seconds()
-
     def cpu_times(self) -> tuple[float, float]:
         """(user, system) seconds of both proxies."""
         return _add(self.a.cpu_times(), self.b.cpu_times())
@@ -139,9 +136,6 @@ class Federation:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.files.consumer.client_port}/"
 
-    def cpu_seconds(self) -> float:
-        return self.provider.cpu_seconds() + self.consumer.cpu_seconds()
-
     def cpu_times(self) -> tuple[float, float]:
         """(user, system) seconds of both security servers (with their workers)."""
         return _add(self.provider.cpu_times(), self.consumer.cpu_times())
@@ -170,13 +164,10 @@ class Measured:
 
 
 def measure(url: str, s: Settings, *, concurrency: Optional[int] = None,
-            cpu_of: Optional[Callable[[], Union[float, tuple[float, float]]]] = None
-            ) -> Measured:
+            cpu_of: Optional[Callable[[], tuple[float, float]]] = None) -> Measured:
     """Check one answer, warm up, then load ``url``; CPU of ``cpu_of`` over the load.
 
-    ``cpu_of`` returns CPU seconds, either the total or a (user, system) pair
-    (``Federation.cpu_times``); with a pair, user and system ms/exchange are recorded
-    besides the total."""
+    ``cpu_of`` returns (user, system) CPU seconds (``Federation.cpu_times``)."""
     body = echo_request()
     c = concurrency or s.concurrency
     check_once(url, body)
@@ -191,10 +182,7 @@ def measure(url: str, s: Settings, *, concurrency: Optional[int] = None,
     if cpu_of and load.requests:
         after = cpu_of()
         per = 1000 / load.requests
-        if isinstance(after, tuple):
-            m.cpu_user_ms_per_exchange = (after[0] - before[0]) * per
-            m.cpu_sys_ms_per_exchange = (after[1] - before[1]) * per
-            m.cpu_ms_per_exchange = m.cpu_user_ms_per_exchange + m.cpu_sys_ms_per_exchange
-        else:
-            m.cpu_ms_per_exchange = (after - before) * per
+        m.cpu_user_ms_per_exchange = (after[0] - before[0]) * per
+        m.cpu_sys_ms_per_exchange = (after[1] - before[1]) * per
+        m.cpu_ms_per_exchange = m.cpu_user_ms_per_exchange + m.cpu_sys_ms_per_exchange
     return m
