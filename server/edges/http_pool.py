@@ -205,10 +205,9 @@ class Pool:
             try:
                 return self._roundtrip(conn, message)
             except _NotSent:
-                conn.close()
                 if not reused:
-                    raise TransportError("the server closed the connection before the "
-                                         "request was sent", sent=False) from None
+                    raise
+                conn.close()   # the peer had closed it while idle: one fresh try
                 conn = self._connect()
                 return self._roundtrip(conn, message)
         except _NotSent as exc:
