@@ -26,6 +26,7 @@ from .envelope import (WSSE_SECURITY, Envelope, check_soap_action, envelope_from
 from .errors import XRoadError
 from .records import make_record
 from .side import Side
+from .tags import in_namespace
 
 SIGNED_CONTENT_TYPE = "text/xml; charset=utf-8"
 
@@ -80,7 +81,8 @@ class ClientSide(Side):
         check_soap_action(soap_action, env.xroad.service.service_code)
         self.check_client(env)
         targets = self.find_provider_servers(env)
-        ours = [h for h in env.header_elements() if _in_tunduk_ns(h.tag)]
+        ours = [h for h in env.header_elements()
+                if in_namespace(h.tag, exchange.TUNDUK_NS)]
         if ours:
             raise XRoadError(errors.INVALID_MESSAGE,
                              f"the request carries a {etree.QName(ours[0]).localname} header "
@@ -193,12 +195,3 @@ def _fault_code(body: etree._Element) -> Optional[str]:
                 return (child.findtext("faultcode") or "").strip()
             return None
     return None
-
-
-_TUNDUK_PREFIX = f"{{{exchange.TUNDUK_NS}}}"
-
-
-def _in_tunduk_ns(tag: str) -> bool:
-    """``etree.QName(tag).namespace == TUNDUK_NS`` without a QName (local names hold no
-    "}", so a longer namespace starting like TUNDUK_NS does not pass)."""
-    return tag.startswith(_TUNDUK_PREFIX) and "}" not in tag[len(_TUNDUK_PREFIX):]

@@ -26,6 +26,7 @@ from lxml import etree
 
 from . import errors
 from .mime import Part
+from .tags import children_named
 
 TUNDUK_NS = "urn:tunduk:xsd:exchange:1"
 REQUEST_DIGEST = f"{{{TUNDUK_NS}}}requestDigest"
@@ -37,12 +38,6 @@ _ALGORITHMS = {
     SHA256_URI: hashlib.sha256,
     "http://www.w3.org/2001/04/xmldsig-more#sha384": hashlib.sha384,
 }
-
-
-def _named(parent: etree._Element, tag: str) -> list:
-    """``parent.findall(tag)`` for a plain ``{ns}name`` tag, without lxml's ElementPath
-    (a loop over the few header children is several times cheaper)."""
-    return [child for child in parent if child.tag == tag]
 
 
 def request_hash(raw: bytes, algorithm: str = SHA512_URI) -> str:
@@ -59,7 +54,7 @@ def add_request_digest(header: etree._Element, digest: str,
 
 
 def find_request_digest(header: Optional[etree._Element]) -> etree._Element:
-    found = [] if header is None else _named(header, REQUEST_DIGEST)
+    found = [] if header is None else children_named(header, REQUEST_DIGEST)
     if len(found) != 1:
         raise errors.XRoadError(
             errors.INVALID_MESSAGE,
@@ -88,7 +83,7 @@ def add_attachment_digests(header: etree._Element, parts) -> None:
 
 def remove_attachment_digests(header: Optional[etree._Element]) -> None:
     if header is not None:
-        for el in _named(header, ATTACHMENT):
+        for el in children_named(header, ATTACHMENT):
             header.remove(el)
 
 
@@ -99,7 +94,7 @@ def check_attachments(header: Optional[etree._Element], parts, what: str = "requ
     extra, reordered or changed attachment is an InvalidSignatureValue: the signed
     message does not match what arrived.
     """
-    signed = [] if header is None else _named(header, ATTACHMENT)
+    signed = [] if header is None else children_named(header, ATTACHMENT)
     parts = list(parts)
     if len(signed) != len(parts):
         raise errors.XRoadError(

@@ -34,6 +34,7 @@ from .errors import XRoadError
 from .identifiers import XROAD_NS, ServiceId
 from .records import make_record
 from .side import Side
+from .tags import in_namespace
 
 BACKEND_CONTENT_TYPE = "text/xml; charset=utf-8"
 
@@ -210,7 +211,7 @@ class ServerSide(Side):
         """
         for old in [c for c in header if c.tag == REQUEST_HASH]:   # findall, cheaper
             header.remove(old)       # the service's own value is replaced
-        has_xroad = any(isinstance(c.tag, str) and _in_xroad_ns(c.tag) for c in header)
+        has_xroad = any(in_namespace(c.tag, XROAD_NS) for c in header)
         if not has_xroad:
             copies = []
             for el in request.xroad.elements:
@@ -233,20 +234,8 @@ class ServerSide(Side):
         return resp
 
 
-_XROAD_PREFIX = f"{{{XROAD_NS}}}"
-
-
 def _with_request_hash(x: XRoadHeaders, value: Optional[str], algorithm: Optional[str],
                        elements: tuple) -> XRoadHeaders:
-    """``x`` with another requestHash and header elements (dataclasses.replace, which
-    costs several times more)."""
-    return XRoadHeaders(client=x.client, service=x.service, id=x.id, user_id=x.user_id,
-                        issue=x.issue, protocol_version=x.protocol_version,
-                        request_hash=value, request_hash_algorithm=algorithm,
-                        elements=elements)
-
-
-def _in_xroad_ns(tag: str) -> bool:
-    """``etree.QName(tag).namespace == XROAD_NS`` without a QName (local names hold no
-    "}", so a longer namespace starting like XROAD_NS does not pass)."""
-    return tag.startswith(_XROAD_PREFIX) and "}" not in tag[len(_XROAD_PREFIX):]
+    """``x`` with another requestHash and header elements."""
+    return dataclasses.replace(x, request_hash=value, request_hash_algorithm=algorithm,
+                               elements=elements)
