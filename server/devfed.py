@@ -12,6 +12,7 @@ import os
 import random
 import shutil
 import socket
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -37,19 +38,29 @@ DEFAULT_ACCESS = (
 )
 
 
+_issued_ports: set[int] = set()
+_issued_lock = threading.Lock()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago.
+    """A TCP port on 127.0.0.1 that was free a moment ago and not handed out before.
 
     Drawn from below the kernel's ephemeral range (32768+ here), so that outgoing
-    connections made meanwhile cannot take it before the server binds it.
+    connections made meanwhile cannot take it before the server binds it.  A port is
+    handed out at most once per process: a port checked free but not yet bound (a
+    federation picks four before starting anything) must not be picked again.
     """
-    for _ in range(200):
-        port = random.randint(20000, 32000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
+    with _issued_lock:
+        for _ in range(500):
+            port = random.randint(20000, 32000)
+            if port in _issued_ports:
                 continue
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _issued_ports.add(port)
             return port
     raise RuntimeError("no free TCP port found in 20000-32000")
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 from pathlib import Path
+
+from .devfed import free_port
 
 
 def pg_bin() -> Path | None:
@@ -19,12 +20,6 @@ def pg_bin() -> Path | None:
         return Path(found[-1]).parent
     which = shutil.which("initdb")
     return Path(which).parent if which else None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PgCluster:

@@ -8,6 +8,7 @@ import urllib.request
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from tunduk.server.devfed import free_port
 from tunduk.server.messagelog import tsa_pki, tsa_server
 from tunduk.server.messagelog.tsa_client import (TimestampError, TsaClient, build_request,
                                                  parse_response, verify_token)
@@ -135,9 +136,7 @@ def test_tsa_command_creates_cert_and_serves(tmp_path, test_ca):
     ca_key, ca_cert = test_ca
     tsa_pki.write_key(tmp_path / "ca.key", ca_key)
     tsa_pki.write_cert(tmp_path / "ca.pem", ca_cert)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "tunduk.server.cli", "tsa", "--key", str(tmp_path / "tsa.key"),
          "--cert", str(tmp_path / "tsa.pem"), "--ca-key", str(tmp_path / "ca.key"),
