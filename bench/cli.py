@@ -33,6 +33,8 @@ PROFILES = {
              "rounds": 3},
 }
 PIPELINE_REPEAT = 5
+# threads at once in the threaded in-memory pipeline row (the servers default to 16)
+PIPELINE_THREADS = 8
 SLOW_CONCURRENCY = (1, 8, 32)
 SLOW_DELAY_MS = 20.0
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -310,14 +312,17 @@ class Run:
 
     def micro_pipeline(self) -> None:
         """bench.pipeline's in-memory exchange (no sockets): the core's own CPU cost."""
-        from .pipeline import make_exchange, measure
+        from .pipeline import make_exchange, measure, measure_threads
         kt = self.a.key_types[0]
         exchange = make_exchange(self._dir("pipeline"), kt)
         r = measure(exchange, self.a.micro_seconds, PIPELINE_REPEAT)
+        t = measure_threads(exchange, self.a.micro_seconds, PIPELINE_THREADS)
         self.results["micro"]["pipeline"] = {
             **{k: round(v, 1) if isinstance(v, float) else v for k, v in r.items()},
             "key_type": kt, "log": "off", "repeat": PIPELINE_REPEAT,
-            "seconds": self.a.micro_seconds}
+            "seconds": self.a.micro_seconds,
+            "threaded": {k: round(v, 1) if isinstance(v, float) else v
+                         for k, v in t.items()}}
 
     def close(self) -> None:
         if self._backend is not None:

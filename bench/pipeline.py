@@ -15,16 +15,21 @@ Prints µs per exchange in thread CPU time and in wall time, over the whole run 
 for the fastest and the median of ``--repeat`` rounds (on a shared machine the run
 to run spread is large: compare minima, or alternate runs of the two versions);
 ``--profile`` adds a cProfile (thread CPU clock) top list by tottime and by cumtime.
+``--threads N`` also runs N threads at once through the same two sides and prints
+the process CPU per exchange: what the GIL hand-offs between threads cost (the
+servers run each exchange in one of many threads).
 """
 from __future__ import annotations
 
 import argparse
 import cProfile
 import io
+import os
 import pstats
 import ssl
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -106,6 +111,32 @@ def measure(exchange: Callable[[], bytes], seconds: float, repeat: int = 1) -> d
             "cpu_us_min": per_round[0], "cpu_us_median": per_round[len(per_round) // 2]}
 
 
+def measure_threads(exchange: Callable[[], bytes], seconds: float, threads: int) -> dict:
+    """``threads`` threads running exchanges at once for about ``seconds``: process CPU
+    (user + system, every thread) and wall time per exchange."""
+    for _ in range(5):
+        exchange()
+    counts = [0] * threads
+    end = time.perf_counter() + seconds
+
+    def loop(i: int) -> None:
+        while time.perf_counter() < end:
+            exchange()
+            counts[i] += 1
+
+    workers = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
+    t0, w0 = os.times(), time.perf_counter()
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    t1, w1 = os.times(), time.perf_counter()
+    n = max(1, sum(counts))
+    cpu = (t1.user - t0.user) + (t1.system - t0.system)
+    return {"threads": threads, "exchanges": sum(counts), "cpu_us": cpu / n * 1e6,
+            "wall_us": (w1 - w0) / n * 1e6}
+
+
 def profile(exchange: Callable[[], bytes], seconds: float, top: int) -> str:
     prof = cProfile.Profile(time.thread_time)
     end = time.perf_counter() + seconds
@@ -131,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", action="store_true",
                    help="also print a cProfile (thread CPU time) top list")
     p.add_argument("--top", type=int, default=25)
+    p.add_argument("--threads", type=int, default=0,
+                   help="also run this many threads at once and print the process CPU "
+                        "per exchange")
     a = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="tunduk-bench-pipeline-") as tmp:
         exchange = make_exchange(Path(tmp), a.key_type)
@@ -140,6 +174,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['wall_us']:.0f} µs wall/exchange; rounds of {a.repeat}: "
               f"min {r['cpu_us_min']:.0f} µs CPU, median {r['cpu_us_median']:.0f} µs CPU",
               flush=True)
+        if a.threads > 0:
+            t = measure_threads(exchange, a.seconds, a.threads)
+            print(f"pipeline, {t['threads']} threads at once: {t['exchanges']} exchanges, "
+                  f"{t['cpu_us']:.0f} µs process CPU/exchange, "
+                  f"{t['wall_us']:.0f} µs wall/exchange", flush=True)
         if a.profile:
             print(profile(exchange, a.seconds, a.top))
     return 0

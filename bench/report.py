@@ -261,6 +261,10 @@ def rows(res: dict) -> list[Row]:
                            f"{pipe['key_type'].upper()}, log off, CPU/exchange",
                            value=f"{pipe['cpu_us_median']:.0f} µs "
                                  f"(min {pipe['cpu_us_min']:.0f})"))
+            thr = pipe.get("threaded")
+            if thr:
+                out.append(Row(f"in-memory pipeline, {thr['threads']} threads at once, "
+                               "process CPU/exchange", value=f"{thr['cpu_us']:.0f} µs"))
     if "parse" in micro:
         out.append(Row("parse envelope + X-Road headers (1.7 KB)",
                        value=f"{micro['parse']['per_s']:.0f}/s"))

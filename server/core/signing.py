@@ -491,16 +491,16 @@ def _check_reference(ref: etree._Element, ids: dict
 def _parse_time(ts: etree._Element, tag: str) -> datetime:
     el = _child(ts, tag)
     text = (el.text or "").strip() if el is not None else ""
-    name = etree.QName(tag).localname
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
         raise XRoadError(errors.INVALID_TIMESTAMP,
-                         f"wsu:Timestamp {name} is missing or not an ISO 8601 time: "
-                         f"{text!r}")
+                         f"wsu:Timestamp {etree.QName(tag).localname} is missing or not "
+                         f"an ISO 8601 time: {text!r}")
     if value.tzinfo is None:
         raise XRoadError(errors.INVALID_TIMESTAMP,
-                         f"wsu:Timestamp {name} must be in UTC (end with Z): {text!r}")
+                         f"wsu:Timestamp {etree.QName(tag).localname} must be in UTC (end "
+                         f"with Z): {text!r}")
     return value
 
 

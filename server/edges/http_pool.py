@@ -57,8 +57,10 @@ class _ExtraBytes(Exception):
     """The peer sent more after a complete answer (the connection is not reused)."""
 
 
-# What sendall raises on a connection the peer had already closed.
+# What recv raises on a connection the peer has reset.
 _CLOSED = (BrokenPipeError, ConnectionResetError)
+# What sending raises on a connection the peer has closed (TLS: an EOF instead).
+_CLOSED_WHILE_SENDING = (*_CLOSED, ssl.SSLEOFError)
 MAX_HEAD_BYTES = 64 * 1024      # status line + header fields of an answer
 MAX_HEADER_FIELDS = 100
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
@@ -169,6 +171,7 @@ class Pool:
         self.verify_peer = verify_peer
         self._host_header = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self._idle: queue.LifoQueue = queue.LifoQueue(maxsize)
+        self._closed = False
 
     def _new(self) -> _Connection:
         sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
@@ -261,10 +264,14 @@ class Pool:
 
     def _roundtrip(self, conn: _Connection, message: bytes) -> Response:
         sock = conn.sock
+        # A server may answer before reading the whole request (413 for a body over
+        # its limit) and close, so that our send fails with a reset: the answer is
+        # still readable then, and it, not the reset, is what the caller must see.
+        send_failed: Optional[OSError] = None
         try:
             _send_within(sock, message, time.monotonic() + self.timeout)
-        except _CLOSED as exc:
-            raise _NotSent() from exc
+        except _CLOSED_WHILE_SENDING as exc:
+            send_failed = exc
         reader = _ResponseReader(self.max_response_bytes)
         parser = reader.parser
         received = 0
@@ -278,7 +285,13 @@ class Pool:
                 data = sock.recv(65536)
             except ssl.SSLEOFError:
                 data = None        # closed without close_notify
+            except _CLOSED:
+                if send_failed is not None and not received:
+                    raise _NotSent() from send_failed
+                raise
             if not data:
+                if send_failed is not None and not received:
+                    raise _NotSent() from send_failed
                 if not received:
                     # The request may have been processed: never sent again.
                     raise _BadResponse("the server closed the connection without "
@@ -313,16 +326,25 @@ class Pool:
                 raise ResponseTooLarge("the answer's chunk framing or trailer fields "
                                        "are too large")
         result = Response(reader.status, reader.headers, b"".join(reader.chunks), conn.peer_cert_der)
-        if reader.complete and reader.keep_alive:
+        if reader.complete and reader.keep_alive and send_failed is None \
+                and not self._closed:
             try:
                 self._idle.put_nowait(conn)
             except queue.Full:
                 conn.close()
+            if self._closed:         # close() ran meanwhile
+                self._close_idle()
         else:
             conn.close()
         return result
 
     def close(self) -> None:
+        """Close the idle connections now and each busy one when its answer is in
+        (later requests still work, on connections that are not kept)."""
+        self._closed = True
+        self._close_idle()
+
+    def _close_idle(self) -> None:
         while True:
             try:
                 self._idle.get_nowait().close()

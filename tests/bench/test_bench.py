@@ -201,6 +201,10 @@ def test_tiny_profile_reports_the_in_memory_pipeline(tiny_run):
     assert pipe["cpu_us_min"] <= pipe["cpu_us_median"]
     assert any(ln.startswith("| in-memory pipeline (bench.pipeline)") and " µs" in ln
                for ln in res["table"].splitlines())
+    thr = pipe["threaded"]
+    assert thr["threads"] == 8 and thr["exchanges"] > 0 and _positive(thr["cpu_us"])
+    assert any(ln.startswith("| in-memory pipeline, 8 threads at once") and " µs" in ln
+               for ln in res["table"].splitlines())
 
 
 def test_tree_cpu_times_splits_user_and_system_of_a_process_tree():

@@ -30,3 +30,14 @@ def test_bench_pipeline_profile_lists_core_functions():
     assert "Ordered by: internal time" in out.stdout
     assert "Ordered by: cumulative time" in out.stdout
     assert "verify_envelope" in out.stdout
+
+
+def test_bench_pipeline_threads_prints_process_cpu_per_exchange():
+    out = subprocess.run([sys.executable, "-m", "bench.pipeline", "--seconds", "0.2",
+                          "--repeat", "1", "--threads", "3"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    m = re.search(r"pipeline, 3 threads at once: (\d+) exchanges, (\d+) µs process "
+                  r"CPU/exchange, (\d+) µs wall/exchange", out.stdout)
+    assert m, out.stdout
+    assert all(int(g) > 0 for g in m.groups())

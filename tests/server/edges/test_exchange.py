@@ -210,3 +210,16 @@ def test_client_cannot_smuggle_tunduk_headers(fed):
     reply = post(fed.client_url, raw)
     assert reply.fault_code == "Client.InvalidMessage"
     assert "only security servers" in reply.fault_string
+
+
+def test_request_over_the_providers_limit_gets_the_providers_fault(fed):
+    # The provider answers 413 as soon as it sees the size and closes with the body
+    # unread; the consumer, still sending, gets a reset, but must pass on that
+    # answer rather than report a network failure.
+    fed.provider.server_app.max_bytes = 64 * 1024
+    # 32 MB (more than loopback socket buffers hold), in 1 MB text nodes (lxml's limit)
+    payload = ("<reg:personalCode>" + "1" * (1024 * 1024) + "</reg:personalCode>") * 32
+    reply = post(fed.client_url, request(payload=payload))
+    assert (reply.status, reply.fault_code) == (413, "Server.ServerProxy.MessageTooLarge"), \
+        (reply.status, reply.fault_code, reply.fault_string)
+    assert "65536" in reply.fault_string

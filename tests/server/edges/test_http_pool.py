@@ -437,3 +437,81 @@ def test_tls_connection_is_kept_alive_and_reused(tls_material):
     pool.close()
     t.join(5)
     assert bodies == [b"0", b"1", b"2"] and accepted == [1]
+
+
+# ------------------------------------------------------- answers before the body
+
+class EarlyAnswerServer:
+    """Reads the request head only, answers at once and closes with the body unread
+    (the kernel then resets the connection while the client is still sending)."""
+
+    def __init__(self, answer: bytes) -> None:
+        import socket
+        self.answer = answer
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.sock.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(4096)
+            conn.sendall(self.answer)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_answer_sent_before_the_body_was_read_is_returned_not_a_reset():
+    # As a server proxy does for a body over its limit (HTTP 413, then close): the
+    # caller must get that answer, not "closed before the request was sent".
+    srv = EarlyAnswerServer(b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: text/xml\r\n"
+                            b"Content-Length: 9\r\nConnection: close\r\n\r\n<toobig/>")
+    pool = Pool("127.0.0.1", srv.port, timeout=30)
+    answer = pool.post("/", b"x" * (32 * 1024 * 1024), {"Content-Type": "text/xml"})
+    assert (answer.status, answer.body) == (413, b"<toobig/>")
+    assert pool._idle.empty()          # a connection whose send failed is not reused
+    srv.close()
+
+
+def test_reset_without_an_answer_is_still_not_sent():
+    srv = EarlyAnswerServer(b"")
+    with pytest.raises(TransportError) as ei:
+        Pool("127.0.0.1", srv.port, timeout=30).post("/", b"x" * (32 * 1024 * 1024), {})
+    assert ei.value.sent is False
+    assert "closed the connection before the request was sent" in str(ei.value)
+    srv.close()
+
+
+def test_connection_busy_when_the_pool_closes_is_closed_after_its_answer():
+    entered, release = threading.Event(), threading.Event()
+
+    def app(environ, start_response):
+        entered.set()
+        release.wait(10)
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    port = free_port()
+    server = wsgi.Server(("127.0.0.1", port), app, numthreads=2)
+    server.prepare()
+    threading.Thread(target=server.serve, daemon=True).start()
+    try:
+        pool = Pool("127.0.0.1", port, timeout=10)
+        answers = []
+        t = threading.Thread(target=lambda: answers.append(pool.post("/", b"b", {})))
+        t.start()
+        assert entered.wait(10)
+        pool.close()                       # the busy connection is not idle yet
+        release.set()
+        t.join(10)
+        assert answers and answers[0].body == b"ok"
+        assert pool._idle.empty()          # closed on return instead of kept
+        assert pool.post("/", b"c", {}).body == b"ok"   # still usable, not kept
+        assert pool._idle.empty()
+    finally:
+        release.set()
+        server.stop()
