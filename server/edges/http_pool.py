@@ -296,7 +296,11 @@ class Pool:
                     # The request may have been processed: never sent again.
                     raise _BadResponse("the server closed the connection without "
                                        "answering")
-                if data is not None and reader.headers_done \
+                # After a failed send, a plain socket reports the reset once, to the
+                # send; the read then sees an end that may have cut the answer short.
+                clean_end = data is not None and (
+                    send_failed is None or isinstance(sock, ssl.SSLSocket))
+                if clean_end and reader.headers_done \
                         and "content-length" not in reader.headers \
                         and "transfer-encoding" not in reader.headers:
                     break          # an answer delimited by (a clean) close
