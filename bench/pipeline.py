@@ -70,15 +70,17 @@ def make_exchange(work: Path, key_type: str = "ec") -> Callable[[], bytes]:
 
     # The backend's answer, once: the demo registry echoes the X-Road headers.
     pending = consumer.prepare(raw, CONTENT_TYPE, SOAP_ACTION)
-    accepted = provider.accept(pending.body, CONTENT_TYPE, peer)
+    accepted = provider.accept(pending.body, pending.content_type, peer, pending.signature)
     answer = echo_into_response(ECHO_ANSWER % ECHO_TEXT.encode(),
                                 request_xroad_headers(accepted.backend_body))
 
     def exchange() -> bytes:
         pending = consumer.prepare(raw, CONTENT_TYPE, SOAP_ACTION)
-        accepted = provider.accept(pending.body, CONTENT_TYPE, peer)
+        accepted = provider.accept(pending.body, pending.content_type, peer,
+                                   pending.signature)
         signed = provider.respond(accepted, answer, "text/xml; charset=utf-8", 200)
-        return consumer.finish(pending, signed, CONTENT_TYPE, 200)
+        return consumer.finish(pending, signed, accepted.response_content_type, 200,
+                               accepted.response_signature)
 
     out = exchange()
     if b"echoResult" not in out or b"requestHash" not in out:

@@ -1,16 +1,18 @@
 """The consumer's security server (client proxy), as named steps with no I/O.
 
 prepare():  parse → check the client is ours → find the provider's servers →
-            state the request digest → sign → log
+            sign the client's exact bytes (core/detached.py), with the requestHash in
+            the signed properties → log
 finish():   parse the peer's answer → pass peer faults through → verify signature →
             check signer is the provider → check consistency and requestHash → log →
-            strip the security header
-The edge (edges/client_proxy.py) does the HTTP between the two calls.
+            the provider's bytes, unchanged, for the client
+The edge (edges/client_proxy.py) does the HTTP between the two calls and carries the
+signatures in the X-Tunduk-Signature header.
 
 multipart/related messages (SOAP with attachments, MTOM): the SOAP part goes through
 the same steps; requestHash is over its exact bytes as received; each attachment's
-digest is added as a signed ``tdk:attachment`` header (see core/exchange.py) and the
-attachments travel on unchanged, after the signed SOAP part.
+digest is added as a ``tdk:attachment`` header (see core/exchange.py), so the SOAP part
+is re-serialised and signed as sent; the attachments travel on unchanged after it.
 """
 from __future__ import annotations
 
@@ -20,9 +22,9 @@ from typing import Optional
 from lxml import etree
 
 from ..conf.model import SecurityServer
-from . import errors, exchange, mime, signing
-from .envelope import (WSSE_SECURITY, Envelope, check_soap_action, envelope_from_parts,
-                       parse_envelope, serialize)
+from . import detached, errors, exchange, mime, signing
+from .envelope import (Envelope, check_soap_action, envelope_from_parts, parse_envelope,
+                       serialize)
 from .errors import XRoadError
 from .records import make_record
 from .side import Side
@@ -38,9 +40,10 @@ class PendingExchange:
 
     request: Envelope
     request_hash: str
-    body: bytes                  # signed envelope to send
+    body: bytes                  # the message to send (signed by ``signature``)
     targets: tuple[SecurityServer, ...]
     soap_action: Optional[str]
+    signature: bytes             # detached signature document over the SOAP part
     response_is_fault: bool = False   # set by finish(): the service answered a Fault
     content_type: str = SIGNED_CONTENT_TYPE           # of ``body``
     response_content_type: str = SIGNED_CONTENT_TYPE  # set by finish(): of its result
@@ -89,18 +92,23 @@ class ClientSide(Side):
                              f"of namespace {exchange.TUNDUK_NS}: only security servers "
                              "write those; remove it")
         digest = exchange.request_hash(soap)
-        exchange.add_request_digest(env.header, digest)
-        if msg is not None:
-            exchange.add_attachment_digests(env.header, msg.attachments)
-        body_sha256 = signing.sign_envelope(env.root, self.signer, env.header_elements())
-        body = serialize(env.root)
-        # The log keeps the signed SOAP part; it names the attachments' digests.
-        self.log.log(make_record(env, body, direction="request", side="client",
-                                 cert_der=self.signer.cert_der, body_sha256=body_sha256))
         if msg is None:
-            return PendingExchange(env, digest, body, targets, soap_action)
-        body, ctype = mime.replace_root(msg, body, mime.utf8_root_header_block(msg.root))
-        return PendingExchange(env, digest, body, targets, soap_action, content_type=ctype)
+            signed, signed_type = soap, soap_type or SIGNED_CONTENT_TYPE
+            body, ctype = soap, signed_type
+        else:
+            exchange.add_attachment_digests(env.header, msg.attachments)
+            signed = serialize(env.root)
+            body, ctype = mime.replace_root(msg, signed, mime.utf8_root_header_block(msg.root))
+            # signed as the provider will read it: the root part's own Content-Type
+            signed_type = mime.split(body, ctype).root_content_type()
+        signature = detached.sign_message(signed, signed_type, self.signer,
+                                          request_hash=digest)
+        # The log keeps the signed SOAP part; it names the attachments' digests.
+        self.log.log(make_record(env, signed, direction="request", side="client",
+                                 cert_der=self.signer.cert_der, content_type=signed_type,
+                                 signature=signature))
+        return PendingExchange(env, digest, body, targets, soap_action, signature,
+                               content_type=ctype)
 
     def check_client(self, env: Envelope) -> None:
         client = env.xroad.client
@@ -131,10 +139,11 @@ class ClientSide(Side):
 
     # -- response -----------------------------------------------------------------
     def finish(self, pending: PendingExchange, raw: bytes,
-               content_type: Optional[str], status: int) -> bytes:
-        msg, raw, root, header, body = self.parse_answer(
+               content_type: Optional[str], status: int,
+               signature: Optional[bytes]) -> bytes:
+        msg, soap, root, header, body = self.parse_answer(
             raw, content_type, status, "the provider's security server")
-        if not _has_security_header(header):
+        if signature is None:
             fault = _fault_code(body)
             if fault is not None:
                 # A technical fault from the peer's server proxy (unsigned; the mutual
@@ -145,7 +154,8 @@ class ClientSide(Side):
         except XRoadError as exc:   # the provider's fault, not the local caller's
             raise XRoadError(errors.INVALID_RESPONSE, "the provider's security server sent "
                              f"an invalid X-Road response: {exc.message}") from None
-        verified = signing.verify_envelope(root, self.trust, env.signed_parts())
+        soap_type = msg.root_content_type() if msg else (content_type or "")
+        verified = detached.verify_message(soap, soap_type, signature, self.trust)
         service = pending.request.xroad.service
         signer = signing.cert_member_id(verified.cert)
         if signer != service.member:
@@ -155,12 +165,12 @@ class ClientSide(Side):
         self.check_consistency(pending, env)
         exchange.check_attachments(header, msg.attachments if msg else (), "response")
         pending.response_is_fault = env.is_fault
-        self.log.log(make_record(env, raw, direction="response", side="client",
+        self.log.log(make_record(env, soap, direction="response", side="client",
                                  cert_der=verified.cert_der, service=str(service),
-                                 body_sha256=verified.body_sha256))
-        signing.strip_security(root)
+                                 content_type=soap_type, signature=signature))
         if msg is None:
-            return serialize(root)
+            pending.response_content_type = soap_type
+            return soap
         exchange.remove_attachment_digests(header)
         out, pending.response_content_type = mime.replace_root(msg, serialize(root))
         return out
@@ -182,10 +192,6 @@ class ClientSide(Side):
             raise XRoadError(errors.INVALID_REQUEST_HASH,
                              "the response's xroad:requestHash does not match the request "
                              "this server sent: the response answers another request")
-
-
-def _has_security_header(header: Optional[etree._Element]) -> bool:
-    return header is not None and any(c.tag == WSSE_SECURITY for c in header)
 
 
 def _fault_code(body: etree._Element) -> Optional[str]:

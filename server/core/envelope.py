@@ -27,8 +27,6 @@ FAULT = f"{{{SOAP_NS}}}Fault"
 XROAD_HEADERS = ("client", "service", "id", "userId", "issue", "protocolVersion",
                  "requestHash")
 REQUEST_HASH = f"{{{XROAD_NS}}}requestHash"
-WSSE_SECURITY = ("{http://docs.oasis-open.org/wss/2004/01/"
-                 "oasis-200401-wss-wssecurity-secext-1.0.xsd}Security")
 MAX_MESSAGE_BYTES = 50 * 1024 * 1024
 
 
@@ -136,16 +134,10 @@ class Envelope:
         return p is not None and p.tag == FAULT
 
     def header_elements(self) -> list:
-        """Every SOAP header element but a WS-Security one: all of them are signed, so
-        no header (X-Road's, representedParty, a service's own) travels unprotected,
-        and none can be slipped into a signed message."""
+        """Every SOAP header element."""
         if self.header is None:
             return []
-        return [c for c in _elements(self.header) if c.tag != WSSE_SECURITY]
-
-    def signed_parts(self) -> list:
-        """Elements a signature must cover: every header, then the Body."""
-        return self.header_elements() + [self.body]
+        return _elements(self.header)
 
 
 def _elements(parent: etree._Element) -> list:

@@ -1,20 +1,19 @@
 """What travels between two tunduk security servers besides the client's own message.
 
 The X-Road ``requestHash`` is computed over the exact bytes the client sent to its own
-security server.  The provider's server never sees those bytes (it receives the signed
-envelope), so the consumer's server states their digest in a signed header of our own
-namespace; the provider copies it into ``xroad:requestHash`` of the response and the
-consumer checks it against what it computed.  The header is removed before the message
-reaches the provider's backend.
+security server; the consumer's server states it in the signed properties of its
+signature (core/detached.py) so that the provider can copy it into
+``xroad:requestHash`` of the response even when it received a re-serialised SOAP part
+(multipart), and the consumer checks it against what it computed.
 
 Attachments (multipart/related: SOAP with attachments, MTOM) are not covered by the
-XML signature itself, so the sender adds one ``tdk:attachment`` header per attachment
-with the SHA-256 of the part's exact raw bytes (MIME part headers, blank line, content),
-in message order.  Every SOAP header element is signed (Envelope.header_elements), so the
-signature covers the attachments through these digests; the receiver checks them after
-verifying the signature and removes them.  Because the digests sit inside the signed
-envelope, the message log's copy of the signed SOAP part is enough evidence for the
-attachments too (non-repudiation) without storing the attachment bytes.
+signature over the SOAP part itself, so the sender adds one ``tdk:attachment`` header
+per attachment with the SHA-256 of the part's exact raw bytes (MIME part headers, blank
+line, content), in message order; the signature over the SOAP part then covers the
+attachments through these digests; the receiver checks them after verifying the
+signature and removes them.  Because the digests sit inside the signed SOAP part, the
+message log's copy of it is enough evidence for the attachments too (non-repudiation)
+without storing the attachment bytes.
 """
 from __future__ import annotations
 
@@ -29,7 +28,6 @@ from .mime import Part
 from .tags import children_named
 
 TUNDUK_NS = "urn:tunduk:xsd:exchange:1"
-REQUEST_DIGEST = f"{{{TUNDUK_NS}}}requestDigest"
 ATTACHMENT = f"{{{TUNDUK_NS}}}attachment"
 SHA256_URI = "http://www.w3.org/2001/04/xmlenc#sha256"
 SHA512_URI = "http://www.w3.org/2001/04/xmlenc#sha512"
@@ -43,28 +41,6 @@ _ALGORITHMS = {
 def request_hash(raw: bytes, algorithm: str = SHA512_URI) -> str:
     """base64 digest of the exact request bytes, as X-Road's requestHash wants it."""
     return base64.b64encode(_ALGORITHMS[algorithm](raw).digest()).decode("ascii")
-
-
-def add_request_digest(header: etree._Element, digest: str,
-                       algorithm: str = SHA512_URI) -> etree._Element:
-    el = etree.SubElement(header, REQUEST_DIGEST, nsmap={"tdk": TUNDUK_NS})
-    el.set("algorithmId", algorithm)
-    el.text = digest
-    return el
-
-
-def find_request_digest(header: Optional[etree._Element]) -> etree._Element:
-    found = [] if header is None else children_named(header, REQUEST_DIGEST)
-    if len(found) != 1:
-        raise errors.XRoadError(
-            errors.INVALID_MESSAGE,
-            "the request carries no tunduk request digest header (or more than one): "
-            "was it sent by a tunduk security server?")
-    el = found[0]
-    if el.get("algorithmId") not in _ALGORITHMS or not (el.text or "").strip():
-        raise errors.XRoadError(errors.INVALID_MESSAGE,
-                                "the tunduk request digest header is malformed")
-    return el
 
 
 def attachment_digest(part: Part) -> str:

@@ -1,6 +1,12 @@
-"""Message log records built from signed envelopes (no storage here)."""
+"""Message log records built from signed messages (no storage here).
+
+A record's ``envelope`` is a container (``tdk:signedMessage``) holding the exact bytes
+that were signed (base64), their Content-Type and the detached signature document
+(core/detached.py), so that ``tunduk log verify`` can check the signature later.
+"""
 from __future__ import annotations
 
+import binascii
 import hashlib
 from datetime import datetime, timezone
 from typing import Optional
@@ -8,7 +14,10 @@ from typing import Optional
 from lxml import etree
 
 from ..messagelog.record import LogRecord
+from .detached import escape
 from .envelope import Envelope
+
+CONTAINER_NS = "urn:tunduk:xsd:messagelog:1"
 
 
 
@@ -20,11 +29,22 @@ def body_digest_hex(env: Envelope) -> str:
                                          with_comments=False)).hexdigest()
 
 
+def signed_message(raw: bytes, content_type: str, signature: bytes) -> bytes:
+    """The container a record keeps: the signed bytes, their type and the signature."""
+    return b"".join([
+        b'<tdk:signedMessage xmlns:tdk="', CONTAINER_NS.encode(), b'"><tdk:message',
+        b' contentType="', escape(content_type).replace('"', "&quot;").encode("utf-8"), b'">',
+        binascii.b2a_base64(raw, newline=False), b"</tdk:message>", signature,
+        b"</tdk:signedMessage>"])
+
+
 def make_record(env: Envelope, raw: bytes, *, direction: str, side: str,
-                cert_der: bytes, service: Optional[str] = None,
+                cert_der: bytes, content_type: str, signature: bytes,
+                service: Optional[str] = None,
                 body_sha256: Optional[str] = None) -> LogRecord:
-    """``body_sha256``: body_digest_hex(env) if the caller has just computed exactly
-    that (sign_envelope's result, VerifiedSignature.body_sha256), else None."""
+    """``raw``: the exact bytes ``signature`` covers, sent or received as
+    ``content_type``.  ``body_sha256``: body_digest_hex(env) if the caller has just
+    computed exactly that, else None."""
     x = env.xroad
     return LogRecord(
         message_id=x.id,
@@ -32,7 +52,7 @@ def make_record(env: Envelope, raw: bytes, *, direction: str, side: str,
         service=service if service is not None else str(x.service),
         direction=direction,
         side=side,
-        envelope=raw,
+        envelope=signed_message(raw, content_type, signature),
         signature_cert_der=cert_der,
         body_sha256=body_sha256 if body_sha256 is not None else body_digest_hex(env),
         created=datetime.now(timezone.utc),

@@ -1,13 +1,14 @@
 """The provider's security server (server proxy), as named steps with no I/O.
 
-accept():   parse → TLS peer is a server of the client's member → verify signature →
-            signer is the client's member → service is ours → access → log →
-            the request for the backend (security headers removed)
+accept():   parse → TLS peer is a server of the client's member → verify the detached
+            signature over the exact bytes (core/detached.py) → signer is the client's
+            member → service is ours → access → log → the request for the backend
+            (the client's bytes unchanged; attachment digests removed from multipart)
             (metaservices listMethods/allowedMethods/getWsdl of our owner: no access
             rule needed, ``AcceptedRequest.meta`` says the server answers itself:
             method_list() / wsdl_target() + wsdl_response(), then respond())
 respond():  parse the backend's answer → X-Road headers consistent (or copied) →
-            requestHash → sign → log
+            requestHash → serialise → sign the bytes → log
 The edge (edges/server_proxy.py) does the HTTP around and between the two calls.
 
 multipart/related messages (SOAP with attachments, MTOM): the signed SOAP part goes
@@ -27,7 +28,7 @@ from typing import Optional
 from lxml import etree
 
 from ..conf.model import LocalService
-from . import access, errors, exchange, getwsdl, metaservices, mime, signing
+from . import access, detached, errors, exchange, getwsdl, metaservices, mime, signing
 from .envelope import (HEADER, REQUEST_HASH, Envelope, XRoadHeaders, envelope_from_parts,
                        parse_envelope, read_xroad_headers, serialize)
 from .errors import XRoadError
@@ -44,10 +45,11 @@ class AcceptedRequest:
     request: Envelope
     service: Optional[LocalService]   # None for a metaservice
     request_digest: str
-    backend_body: bytes          # the client's message, security headers removed
+    backend_body: bytes          # the client's message as the backend gets it
     meta: Optional[str] = None   # metaservice code answered by this server itself
     backend_content_type: str = BACKEND_CONTENT_TYPE        # of ``backend_body``
     response_content_type: str = BACKEND_CONTENT_TYPE       # set by respond()
+    response_signature: Optional[bytes] = None              # set by respond()
 
 
 class ServerSide(Side):
@@ -55,22 +57,26 @@ class ServerSide(Side):
 
     # -- request ------------------------------------------------------------------
     def accept(self, raw: bytes, content_type: Optional[str],
-               peer_cert_der: Optional[bytes]) -> AcceptedRequest:
+               peer_cert_der: Optional[bytes],
+               signature: Optional[bytes]) -> AcceptedRequest:
         self.log.check_accepting()
         msg = None
+        soap, soap_type = raw, content_type or ""
         if mime.is_multipart_related(content_type):
             msg = mime.split(raw, content_type)
-            raw, content_type = msg.root.content, msg.root_content_type()
-        env = parse_envelope(raw, content_type, request=True)
+            soap, soap_type = msg.root.content, msg.root_content_type()
+        env = parse_envelope(soap, soap_type, request=True)
         self.check_peer(env, peer_cert_der)
-        digest_el = exchange.find_request_digest(env.header)
-        verified = signing.verify_envelope(env.root, self.trust,
-                                           env.signed_parts())
+        verified = detached.verify_message(soap, soap_type, signature, self.trust)
         signer = signing.cert_member_id(verified.cert)
         if signer != env.xroad.client.member:
             raise XRoadError(errors.INCORRECT_CERTIFICATE,
                              f"the request is signed by {signer}, but xroad:client is "
                              f"{env.xroad.client}: a member can only sign for itself")
+        if verified.request_hash is None:
+            raise XRoadError(errors.INVALID_SIGNATURE,
+                             "the request's signature states no requestHash: was it sent "
+                             "by a tunduk security server?")
         exchange.check_attachments(env.header, msg.attachments if msg else ())
         meta = self.metaservice_of(env)
         if meta is None:
@@ -78,17 +84,16 @@ class ServerSide(Side):
             self.check_access(env)
         else:
             service = None       # every authenticated member may ask (as X-Road)
-        self.log.log(make_record(env, raw, direction="request", side="server",
-                                 cert_der=verified.cert_der,
-                                 body_sha256=verified.body_sha256))
-        digest = digest_el.text.strip()
-        signing.strip_security(env.root)
-        env.header.remove(digest_el)
+        self.log.log(make_record(env, soap, direction="request", side="server",
+                                 cert_der=verified.cert_der, content_type=soap_type,
+                                 signature=signature))
         if msg is None:
-            return AcceptedRequest(env, service, digest, serialize(env.root), meta)
+            return AcceptedRequest(env, service, verified.request_hash, raw, meta,
+                                   backend_content_type=soap_type or BACKEND_CONTENT_TYPE)
         exchange.remove_attachment_digests(env.header)
         body, ctype = mime.replace_root(msg, serialize(env.root))
-        return AcceptedRequest(env, service, digest, body, meta, backend_content_type=ctype)
+        return AcceptedRequest(env, service, verified.request_hash, body, meta,
+                               backend_content_type=ctype)
 
     def check_peer(self, env: Envelope, peer_cert_der: Optional[bytes]) -> None:
         member = env.xroad.client.member
@@ -189,17 +194,21 @@ class ServerSide(Side):
         xroad = _with_request_hash(xroad, accepted.request_digest, exchange.SHA512_URI,
                                    xroad.elements + (hash_el,))
         env = envelope_from_parts(root, header, body, request=False, xroad=xroad)
-        body_sha256 = signing.sign_envelope(root, self.signer, env.header_elements())
         signed = serialize(root)
+        if msg is None:
+            out, signed_type = signed, BACKEND_CONTENT_TYPE
+            accepted.response_content_type = signed_type
+        else:
+            out, accepted.response_content_type = mime.replace_root(
+                msg, signed, mime.utf8_root_header_block(msg.root))
+            signed_type = mime.split(out, accepted.response_content_type).root_content_type()
+        signature = detached.sign_message(signed, signed_type, self.signer)
         self.log.log(make_record(env, signed, direction="response", side="server",
                                  cert_der=self.signer.cert_der,
                                  service=str(accepted.request.xroad.service),
-                                 body_sha256=body_sha256))
-        if msg is None:
-            return signed
-        body, accepted.response_content_type = mime.replace_root(
-            msg, signed, mime.utf8_root_header_block(msg.root))
-        return body
+                                 content_type=signed_type, signature=signature))
+        accepted.response_signature = signature
+        return out
 
     @staticmethod
     def align_headers(request: Envelope, header: etree._Element) -> XRoadHeaders:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 from ..conf.model import LegacyAlias
-from ..core import errors, legacy
+from ..core import detached, errors, legacy
 from ..core.client_side import (SIGNED_CONTENT_TYPE, ClientSide, PendingExchange,
                                 check_content_type)
 from ..core.envelope import MAX_MESSAGE_BYTES
@@ -38,7 +38,8 @@ class PeerClient:
         for server in pending.targets:
             host, port = split_host_port(server.address)
             self._pins[(host, port)] = server.auth_cert_sha256
-            headers = {"Content-Type": pending.content_type}
+            headers = {"Content-Type": pending.content_type,
+                       detached.SIGNATURE_HEADER: detached.header_value(pending.signature)}
             if pending.soap_action is not None:
                 headers["SOAPAction"] = pending.soap_action
             try:
@@ -122,8 +123,7 @@ class ClientProxyApp:
         try:
             pending = self.side.prepare(raw, content_type, soap_action)
             resp = self.peers.send(pending)
-            body = self.side.finish(pending, resp.body, resp.headers.get("content-type"),
-                                    resp.status)
+            body = finish(self.side, pending, resp)
             # SOAP 1.1 over HTTP: a Fault travels with status 500, also the service's own.
             return ((500 if pending.response_is_fault else 200), body,
                     pending.response_content_type)
@@ -134,3 +134,14 @@ class ClientProxyApp:
             code, body = error_to_fault(err, ORIGIN, headers)
             log.warning("fault %s [%s]: %s", code, err.detail_id, err.message)
             return err.http_status, body, FAULT_CONTENT_TYPE
+
+
+def finish(side: ClientSide, pending: PendingExchange, resp: Response) -> bytes:
+    """``side.finish`` with the peer's answer and its signature header."""
+    try:
+        signature = detached.from_header(resp.headers.get(detached.SIGNATURE_HEADER.lower()))
+    except XRoadError as exc:   # a malformed header is the peer's fault
+        raise XRoadError(errors.INVALID_RESPONSE, "the provider's security server sent "
+                         f"an invalid response: {exc.message}") from None
+    return side.finish(pending, resp.body, resp.headers.get("content-type"), resp.status,
+                       signature)

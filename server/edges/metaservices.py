@@ -24,6 +24,7 @@ from ..core.identifiers import ClientId, ServiceId
 from ..core.metaservices import list_clients_xml
 from ..core.wsdl import prepare_wsdl
 from ..messagelog.health import health
+from .client_proxy import finish
 from .wsgi_util import internal_error, respond, respond_error
 
 ORIGIN = Origin.CLIENT_PROXY
@@ -117,8 +118,7 @@ class GetHandler:
         raw = getwsdl.request_envelope(self.owner, service)
         pending = self.side.prepare(raw, SIGNED_CONTENT_TYPE)
         resp = self.peers.send(pending)
-        body = self.side.finish(pending, resp.body, resp.headers.get("content-type"),
-                                resp.status)
+        body = finish(self.side, pending, resp)
         root = parse_xml(body)
         fault = root.find("{http://schemas.xmlsoap.org/soap/envelope/}Body/"
                           "{http://schemas.xmlsoap.org/soap/envelope/}Fault")

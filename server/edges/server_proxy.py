@@ -4,7 +4,7 @@ from __future__ import annotations
 import ssl
 from typing import Optional
 
-from ..core import errors
+from ..core import detached, errors
 from ..core.envelope import MAX_MESSAGE_BYTES, check_soap_action
 from ..core.errors import Origin, XRoadError
 from ..core.getwsdl import GET_WSDL
@@ -13,6 +13,7 @@ from .backend import Backends
 from .wsgi_util import internal_error, read_body, respond, respond_error
 
 ORIGIN = Origin.SERVER_PROXY
+_SIGNATURE_ENV = "HTTP_" + detached.SIGNATURE_HEADER.upper().replace("-", "_")
 
 
 def peer_cert_der(environ: dict) -> Optional[bytes]:
@@ -34,8 +35,9 @@ class ServerProxyApp:
                 raise XRoadError(errors.INVALID_HTTP_METHOD,
                                  "the server proxy accepts only POST", http_status=405)
             raw = read_body(environ, self.max_bytes)
+            signature = detached.from_header(environ.get(_SIGNATURE_ENV))
             accepted = self.side.accept(raw, environ.get("CONTENT_TYPE"),
-                                        peer_cert_der(environ))
+                                        peer_cert_der(environ), signature)
             if accepted.meta is not None:
                 body = self.side.respond(accepted, self.answer_meta(accepted),
                                          BACKEND_CONTENT_TYPE, 200)
@@ -46,7 +48,9 @@ class ServerProxyApp:
                                           accepted.backend_content_type, soap_action)
                 body = self.side.respond(accepted, resp.body,
                                          resp.headers.get("content-type"), resp.status)
-            return respond(start_response, 200, body, accepted.response_content_type)
+            return respond(start_response, 200, body, accepted.response_content_type,
+                           [(detached.SIGNATURE_HEADER,
+                             detached.header_value(accepted.response_signature))])
         except XRoadError as err:
             headers = accepted.request.xroad.elements if accepted is not None else None
             return respond_error(start_response, err, ORIGIN, headers)

@@ -1,11 +1,15 @@
-"""Offline checks of one logged envelope: its XML signature and its Body hash.
+"""Offline checks of one logged message: its signature and its Body hash.
 
-Used only by archive verification.  The envelope is WS-Security signed (XML-DSig,
-references by wsu:Id, exc-c14n, RSA or ECDSA with SHA-256); the signature must verify
-with the logged signer certificate and must cover the SOAP Body.
+Used only by archive verification.  Records hold a ``tdk:signedMessage`` container
+(core/records.py): the exact signed bytes and their detached signature
+(core/detached.py), which must verify with the logged signer certificate.  Records
+written before detached signatures hold a WS-Security signed envelope (XML-DSig,
+references by wsu:Id, exc-c14n); its signature must verify with the logged signer
+certificate and cover the SOAP Body.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 from typing import Optional
 
@@ -13,6 +17,9 @@ import xmlsec
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from lxml import etree
+
+from ..core import detached
+from ..core.envelope import parse_xml
 
 DSIG_NS = "http://www.w3.org/2000/09/xmldsig#"
 SOAP11_NS = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -29,9 +36,38 @@ def _parse(envelope: bytes) -> etree._Element:
     return root
 
 
+_CONTAINER = "{urn:tunduk:xsd:messagelog:1}signedMessage"
+_MESSAGE = "{urn:tunduk:xsd:messagelog:1}message"
+
+
+def _unpack(root: etree._Element) -> Optional[tuple[bytes, str, bytes]]:
+    """(signed bytes, their Content-Type, signature document) of a container record,
+    None for an older in-envelope record; ValueError if the container is malformed."""
+    if root.tag != _CONTAINER:
+        return None
+    children = [c for c in root if isinstance(c.tag, str)]
+    if len(children) != 2 or children[0].tag != _MESSAGE \
+            or children[1].tag != f"{{{DSIG_NS}}}Signature":
+        raise ValueError("the signedMessage container must hold tdk:message and "
+                         "ds:Signature")
+    msg = children[0]
+    data = base64.b64decode("".join((msg.text or "").split()), validate=True)
+    return data, msg.get("contentType") or "", etree.tostring(children[1])
+
+
+def logged_message(envelope: bytes) -> bytes:
+    """The signed message bytes a record holds (the envelope itself for records written
+    before detached signatures)."""
+    packed = _unpack(_parse(envelope))
+    return envelope if packed is None else packed[0]
+
+
 def body_hashes(envelope: bytes) -> set[str]:
     """SHA-256 hex of the Body in the canonical forms a pipeline may have used."""
     root = _parse(envelope)
+    packed = _unpack(root)
+    if packed is not None:
+        root = parse_xml(packed[0], packed[1])
     body = root.find(f"{{{SOAP11_NS}}}Body")
     if body is None:
         return set()
@@ -47,8 +83,12 @@ def check_signature(envelope: bytes, cert_der: bytes) -> Optional[str]:
     otherwise what is wrong."""
     try:
         root = _parse(envelope)
+        packed = _unpack(root)
     except Exception as exc:
         return f"envelope is not well-formed XML ({exc})"
+    if packed is not None:
+        why = detached.check_logged(packed[0], packed[1], packed[2], cert_der)
+        return None if why is None else f"signature does not verify: {why}"
     sigs = root.findall(f".//{{{DSIG_NS}}}Signature")
     if not sigs:
         return "envelope has no XML signature"

@@ -29,7 +29,7 @@ def test_bench_pipeline_profile_lists_core_functions():
     assert out.returncode == 0, out.stderr
     assert "Ordered by: internal time" in out.stdout
     assert "Ordered by: cumulative time" in out.stdout
-    assert "verify_envelope" in out.stdout
+    assert "verify_message" in out.stdout
 
 
 def test_bench_pipeline_threads_prints_process_cpu_per_exchange():

@@ -38,12 +38,13 @@ def test_request_and_response_cross_both_pipelines(pair):
     consumer, provider, peer = pair
     raw = request()
     pending = consumer.prepare(raw, "text/xml")
-    accepted = provider.accept(pending.body, "text/xml; charset=utf-8", peer)
+    accepted = provider.accept(pending.body, pending.content_type, peer, pending.signature)
     # the backend sees the client's message without any security additions
     assert b"Security" not in accepted.backend_body and b"requestDigest" not in \
         accepted.backend_body
     signed = provider.respond(accepted, backend_answer(accepted.backend_body), "text/xml", 200)
-    out = etree.fromstring(consumer.finish(pending, signed, "text/xml", 200))
+    out = etree.fromstring(consumer.finish(pending, signed, accepted.response_content_type, 200,
+                                    accepted.response_signature))
     assert out.findtext(".//{*}ok") == "21205199900011"
     rh = out.find(".//{http://x-road.eu/xsd/xroad.xsd}requestHash")
     assert rh.text == base64.b64encode(hashlib.sha512(raw).digest()).decode()
@@ -55,17 +56,18 @@ def test_response_to_another_request_is_refused(pair):
     consumer, provider, peer = pair
     first = consumer.prepare(request(), "text/xml")
     second = consumer.prepare(request(), "text/xml")
-    accepted = provider.accept(first.body, "text/xml", peer)
+    accepted = provider.accept(first.body, first.content_type, peer, first.signature)
     signed = provider.respond(accepted, backend_answer(accepted.backend_body), "text/xml", 200)
     with pytest.raises(XRoadError) as ei:
-        consumer.finish(second, signed, "text/xml", 200)
+        consumer.finish(second, signed, accepted.response_content_type, 200,
+                        accepted.response_signature)
     assert ei.value.code in (errors.INCONSISTENT_RESPONSE, errors.INVALID_REQUEST_HASH)
 
 
 def test_service_changing_a_header_is_inconsistent(pair):
     consumer, provider, peer = pair
     pending = consumer.prepare(request(), "text/xml")
-    accepted = provider.accept(pending.body, "text/xml", peer)
+    accepted = provider.accept(pending.body, pending.content_type, peer, pending.signature)
     answer = etree.fromstring(accepted.backend_body)
     answer.find(".//{http://x-road.eu/xsd/xroad.xsd}userId").text = "KG000"
     with pytest.raises(XRoadError) as ei:
@@ -77,7 +79,8 @@ def test_replayed_request_from_other_peer_certificate(pair, make_federation):
     consumer, provider, _ = pair
     pending = consumer.prepare(request(), "text/xml")
     with pytest.raises(XRoadError) as ei:
-        provider.accept(pending.body, "text/xml", b"not a registered certificate")
+        provider.accept(pending.body, pending.content_type, b"not a registered certificate",
+                        pending.signature)
     assert ei.value.code == errors.SSL_AUTHENTICATION_FAILED
 
 
@@ -103,7 +106,7 @@ def test_response_headers_are_those_a_fresh_read_finds(pair, answer):
     from tunduk.server.core.envelope import parse_envelope
     consumer, provider, peer = pair
     pending = consumer.prepare(request(), "text/xml")
-    accepted = provider.accept(pending.body, "text/xml", peer)
+    accepted = provider.accept(pending.body, pending.content_type, peer, pending.signature)
     signed = provider.respond(accepted, answer(accepted.backend_body), "text/xml", 200)
     fresh = parse_envelope(signed, "text/xml", request=False).xroad
     req = accepted.request.xroad
@@ -115,5 +118,6 @@ def test_response_headers_are_those_a_fresh_read_finds(pair, answer):
     record = provider.log.records[-1]
     assert (record.direction, record.message_id, record.client) == \
         ("response", fresh.id, str(fresh.client))
-    out = etree.fromstring(consumer.finish(pending, signed, "text/xml", 200))
+    out = etree.fromstring(consumer.finish(pending, signed, accepted.response_content_type, 200,
+                                    accepted.response_signature))
     assert out.findtext(".//{*}ok") == "21205199900011"

@@ -18,7 +18,7 @@ from tests.fixtures.pki import free_port
 from tests.http_helpers import SOAP, post
 from tests.server.edges.test_attacks import server_proxy_url, tls_context
 from tests.xroad_requests import request
-from tunduk.server.core import mime
+from tunduk.server.core import detached, mime
 from tunduk.server.core.client_side import ClientSide
 from tunduk.server.core.signing import SigningKey, TrustAnchor
 from tunduk.server.messagelog import NullLog
@@ -195,16 +195,23 @@ def test_malformed_multipart_gets_a_client_fault(fed, backend, body, ctype, code
 
 
 # -- attacks on the server proxy ---------------------------------------------------------
+_signature: dict = {}
+
+
 def signed_multipart(fed) -> tuple[bytes, str]:
+    """A signed multipart request; its signature goes with the next send_multipart."""
     conf = fed.files.consumer.conf()
     side = ClientSide(conf, SigningKey.load(conf.keys.sign_key, conf.keys.sign_cert),
                       TrustAnchor.from_pem(conf.federation.ca_certs_pem), NullLog())
     pending = side.prepare(swa_request(request()), SWA_TYPE)
+    _signature[id(fed)] = pending.signature
     return pending.body, pending.content_type
 
 
 def send_multipart(fed, body: bytes, ctype: str):
-    return post(server_proxy_url(fed), body, content_type=ctype, context=tls_context(fed))
+    headers = {detached.SIGNATURE_HEADER: detached.header_value(_signature.pop(id(fed)))}
+    return post(server_proxy_url(fed), body, content_type=ctype, headers=headers,
+                context=tls_context(fed))
 
 
 def test_untampered_signed_multipart_is_accepted(fed, backend):
@@ -252,8 +259,10 @@ def test_tampered_attachments_are_refused(fed, backend, change, words):
 
 def test_attachments_stripped_to_plain_message_are_refused(fed, backend):
     body, ctype = signed_multipart(fed)
-    soap = mime.split(body, ctype).root.content
-    reply = send_multipart(fed, soap, "text/xml; charset=utf-8")
+    root = mime.split(body, ctype)
+    # sent under the exact Content-Type signed for the SOAP part, so that only the
+    # signed attachment digests can tell
+    reply = send_multipart(fed, root.root.content, root.root_content_type())
     assert reply.fault_code == "Server.ServerProxy.InvalidSignatureValue"
     assert "removed after signing" in reply.fault_string
     assert backend.received == []
@@ -262,7 +271,7 @@ def test_attachments_stripped_to_plain_message_are_refused(fed, backend):
 def test_message_log_keeps_signed_soap_parts_naming_the_attachment_digests(run_federation,
                                                                             backend):
     from tunduk.server.core.exchange import ATTACHMENT
-    from tunduk.server.messagelog import store_factory
+    from tunduk.server.messagelog import envelope_check, store_factory
     from tunduk.server.node import server_id
 
     svc = {"subsystem": "registry", "code": "getBirthRecord", "version": "v1",
@@ -281,6 +290,7 @@ def test_message_log_keeps_signed_soap_parts_naming_the_attachment_digests(run_f
         assert sorted((r.direction, r.side) for r in records) == sorted(
             [("request", records[0].side), ("response", records[0].side)])
         for r in records:
-            root = etree.fromstring(r.envelope)       # the SOAP part, not the multipart
+            # the signed SOAP part, not the multipart
+            root = etree.fromstring(envelope_check.logged_message(r.envelope))
             digests = [el.text for el in root.iter(ATTACHMENT)]
             assert digests == want

@@ -2,7 +2,8 @@
 
 The attacker holds a TLS client certificate registered for the consumer's security
 server (a compromised peer or a replaying middlebox) unless the test says otherwise, and
-crafts the signed request itself.
+crafts the signed request itself: message bytes plus the detached signature in the
+X-Tunduk-Signature header (core/detached.py).
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from lxml import etree
 from tests.http_helpers import post
 from tests.xroad_requests import request
 from tunduk.server import pki
-from tunduk.server.core.client_side import ClientSide
+from tunduk.server.core import detached
+from tunduk.server.core.client_side import ClientSide, PendingExchange
 from tunduk.server.core.identifiers import MemberId
 from tunduk.server.core.signing import SigningKey, TrustAnchor
 from tunduk.server.messagelog import NullLog
@@ -41,12 +43,13 @@ def tls_context(fed, cert=None, key=None) -> ssl.SSLContext:
     return ctx
 
 
-def signed_request(fed, signer: SigningKey | None = None, raw: bytes | None = None) -> bytes:
+def prepared(fed, signer: SigningKey | None = None, raw: bytes | None = None
+             ) -> PendingExchange:
     conf = fed.files.consumer.conf()
     signer = signer or SigningKey.load(conf.keys.sign_key, conf.keys.sign_cert)
     side = ClientSide(conf, signer, TrustAnchor.from_pem(conf.federation.ca_certs_pem),
                       NullLog())
-    return side.prepare(raw or request(), "text/xml").body
+    return side.prepare(raw or request(), "text/xml; charset=utf-8")
 
 
 def server_proxy_url(fed) -> str:
@@ -54,29 +57,54 @@ def server_proxy_url(fed) -> str:
     return f"https://{host}:{port}/"
 
 
-def send(fed, body: bytes, ctx=None):
-    return post(server_proxy_url(fed), body, context=ctx or tls_context(fed))
+def send(fed, body: bytes, ctx=None, signature: bytes | None = None,
+         content_type: str = "text/xml; charset=utf-8"):
+    """POST ``body`` signed by ``signature`` (by default: the consumer's signature over
+    the request before any tampering; None and b"" send no signature header)."""
+    headers = {}
+    if signature is None:
+        signature = _last_signature.get(id(fed))
+    if signature:
+        headers[detached.SIGNATURE_HEADER] = detached.header_value(signature)
+    return post(server_proxy_url(fed), body, content_type, headers=headers,
+                context=ctx or tls_context(fed))
+
+
+_last_signature: dict = {}
+
+
+@pytest.fixture(autouse=True)
+def _forget_signatures():
+    yield
+    _last_signature.clear()
+
+
+def signed(fed, signer: SigningKey | None = None, raw: bytes | None = None) -> bytes:
+    """The signed request's bytes; its signature goes with the next ``send``."""
+    pending = prepared(fed, signer, raw)
+    _last_signature[id(fed)] = pending.signature
+    return pending.body
 
 
 def test_untampered_request_is_accepted(fed):
-    reply = send(fed, signed_request(fed))
+    reply = send(fed, signed(fed))
     assert reply.status == 200, reply.body
     assert reply.fault_code is None
 
 
 def test_tampered_body(fed):
-    body = signed_request(fed).replace(b"21205199900011", b"21205199900099")
+    body = signed(fed).replace(b"21205199900011", b"21205199900099")
     reply = send(fed, body)
     assert reply.fault_code == "Server.ServerProxy.InvalidSignatureValue"
 
 
 def test_tampered_header(fed):
-    body = signed_request(fed).replace(b"KG12345678901234", b"KG99999999999999")
+    body = signed(fed).replace(b"KG12345678901234", b"KG99999999999999")
     assert send(fed, body).fault_code == "Server.ServerProxy.InvalidSignatureValue"
 
 
 def test_signature_moved_to_wrap_forged_body(fed):
-    root = etree.fromstring(signed_request(fed))
+    root = etree.fromstring(signed(fed))
     header = root.find(f"{{{SOAP}}}Header")
     body = root.find(f"{{{SOAP}}}Body")
     forged = copy.deepcopy(body)
@@ -84,13 +112,14 @@ def test_signature_moved_to_wrap_forged_body(fed):
     wrapper = etree.SubElement(header, "Wrapper")
     root.remove(body)
     wrapper.append(body)          # the signed original, hidden in the header
-    root.append(forged)           # same wsu:Id, forged content where the service reads
+    root.append(forged)           # forged content where the service reads
     reply = send(fed, etree.tostring(root))
-    assert reply.fault_code == "Server.ServerProxy.InvalidSignature"
+    assert reply.fault_code == "Server.ServerProxy.InvalidSignatureValue"
+    assert "changed after signing" in reply.fault_string
 
 
 def test_forged_body_with_other_id_and_signed_original_kept(fed):
-    root = etree.fromstring(signed_request(fed))
+    root = etree.fromstring(signed(fed))
     body = root.find(f"{{{SOAP}}}Body")
     forged = copy.deepcopy(body)
     forged.set(WSU_ID, "forged")
@@ -98,7 +127,8 @@ def test_forged_body_with_other_id_and_signed_original_kept(fed):
     header = root.find(f"{{{SOAP}}}Header")
     header.append(body)
     root.append(forged)
-    assert send(fed, etree.tostring(root)).fault_code == "Server.ServerProxy.InvalidSignature"
+    assert send(fed, etree.tostring(root)).fault_code == \
+        "Server.ServerProxy.InvalidSignatureValue"
 
 
 def test_unsigned_request(fed):
@@ -111,13 +141,13 @@ def test_signing_certificate_from_another_ca(fed, tmp_path):
     key, cert = tmp_path / "s.key", tmp_path / "s.pem"
     pki.issue_sign_cert(ca_key, ca_cert, MemberId.parse("KG/GOV/70000002"),
                         "Public Service Centre", key, cert, "ec")
-    body = signed_request(fed, SigningKey.load(key, cert))
+    body = signed(fed, SigningKey.load(key, cert))
     assert send(fed, body).fault_code == "Server.ServerProxy.CertValidation"
 
 
 def test_signed_by_another_member(fed):
     p = fed.files.provider
-    body = signed_request(fed, SigningKey.load(p.sign_key, p.sign_cert))
+    body = signed(fed, SigningKey.load(p.sign_key, p.sign_cert))
     assert send(fed, body).fault_code == "Server.ServerProxy.IncorrectCertificate"
 
 
@@ -126,13 +156,13 @@ def test_tls_client_certificate_not_registered(fed, tmp_path):
     pki.issue_auth_cert(fed.files.ca.key, fed.files.ca.cert,
                         MemberId.parse("KG/GOV/70000002"), "Public Service Centre", "ss9",
                         key, cert, "ec")
-    reply = send(fed, signed_request(fed), tls_context(fed, cert, key))
+    reply = send(fed, signed(fed), tls_context(fed, cert, key))
     assert reply.fault_code == "Server.ServerProxy.SslAuthenticationFailed"
 
 
 def test_tls_client_certificate_of_another_member(fed):
     p = fed.files.provider  # registered, but for the provider, not the client's member
-    reply = send(fed, signed_request(fed), tls_context(fed, p.auth_cert, p.auth_key))
+    reply = send(fed, signed(fed), tls_context(fed, p.auth_cert, p.auth_key))
     assert reply.fault_code == "Server.ServerProxy.SslAuthenticationFailed"
 
 
@@ -142,18 +172,18 @@ def test_tls_client_certificate_from_another_ca_fails_handshake(fed, tmp_path):
     pki.issue_auth_cert(ca_key, ca_cert, MemberId.parse("KG/GOV/70000002"),
                         "Public Service Centre", "ss1", key, cert, "ec")
     with pytest.raises((ssl.SSLError, ConnectionError)):
-        send(fed, signed_request(fed), tls_context(fed, cert, key))
+        send(fed, signed(fed), tls_context(fed, cert, key))
 
 
 def test_tls_without_client_certificate_fails_handshake(fed):
     with pytest.raises((ssl.SSLError, ConnectionError)):
-        send(fed, signed_request(fed), tls_context(fed, cert=False))
+        send(fed, signed(fed), tls_context(fed, cert=False))
 
 
 def test_plain_http_to_server_proxy_is_refused(fed):
     host, port = fed.provider.server_proxy_address
     try:
-        reply = post(f"http://{host}:{port}/", signed_request(fed))
+        reply = post(f"http://{host}:{port}/", signed(fed))
     except (ConnectionError, OSError):
         return  # the connection was dropped: refused
     assert reply.status == 400  # cheroot's answer to plain HTTP on a TLS port
@@ -161,9 +191,69 @@ def test_plain_http_to_server_proxy_is_refused(fed):
 
 
 def test_header_added_after_signing_is_refused(fed):
-    root = etree.fromstring(signed_request(fed))
+    root = etree.fromstring(signed(fed))
     header = root.find(f"{{{SOAP}}}Header")
     etree.SubElement(header, "{http://x-road.eu/xsd/representation.xsd}representedParty")
     reply = send(fed, etree.tostring(root))
+    assert reply.fault_code == "Server.ServerProxy.InvalidSignatureValue"
+    assert "changed after signing" in reply.fault_string
+
+
+# ------------------------------------------------- the detached signature itself
+
+def test_signature_of_another_message_is_refused(fed):
+    other = prepared(fed).signature
+    reply = send(fed, signed(fed), signature=other)
+    assert reply.fault_code == "Server.ServerProxy.InvalidSignatureValue"
+
+
+def test_message_sent_with_another_charset_than_signed_is_refused(fed):
+    reply = send(fed, signed(fed), content_type="text/xml; charset=iso-8859-1")
+    assert reply.fault_code == "Server.ServerProxy.InvalidSignatureValue"
+    assert "signed as 'text/xml; charset=utf-8'" in reply.fault_string
+
+
+def test_changed_signing_time_is_refused(fed):
+    body = signed(fed)
+    sig = _last_signature[id(fed)]
+    later = sig.replace(b"<wsu:Created>20", b"<wsu:Created>21", 1)
+    assert later != sig
+    reply = send(fed, body, signature=later)
+    assert reply.fault_code == "Server.ServerProxy.InvalidSignatureValue"
+    assert "properties" in reply.fault_string
+
+
+def test_changed_signature_value_is_refused(fed):
+    body = signed(fed)
+    root = etree.fromstring(_last_signature[id(fed)])
+    value = root.find("{http://www.w3.org/2000/09/xmldsig#}SignatureValue")
+    raw = bytearray(__import__("base64").b64decode(value.text))
+    raw[-1] ^= 1
+    value.text = __import__("base64").b64encode(bytes(raw)).decode()
+    reply = send(fed, body, signature=etree.tostring(root))
+    assert reply.fault_code == "Server.ServerProxy.InvalidSignatureValue"
+
+
+def test_extra_reference_in_the_signature_is_refused(fed):
+    body = signed(fed)
+    root = etree.fromstring(_last_signature[id(fed)])
+    info = root.find("{http://www.w3.org/2000/09/xmldsig#}SignedInfo")
+    info.append(copy.deepcopy(info[-1]))
+    reply = send(fed, body, signature=etree.tostring(root))
     assert reply.fault_code == "Server.ServerProxy.InvalidSignature"
-    assert "does not cover" in reply.fault_string
+    assert "exactly" in reply.fault_string
+
+
+def test_signature_header_that_is_not_base64_is_refused(fed):
+    body = signed(fed)
+    reply = post(server_proxy_url(fed), body, "text/xml; charset=utf-8",
+                 headers={detached.SIGNATURE_HEADER: "not base64!"},
+                 context=tls_context(fed))
+    assert reply.fault_code == "Server.ServerProxy.InvalidSignature"
+
+
+def test_signature_with_a_doctype_is_refused(fed):
+    body = signed(fed)
+    evil = b'<!DOCTYPE x [<!ENTITY e "x">]>' + _last_signature[id(fed)]
+    reply = send(fed, body, signature=evil)
+    assert reply.fault_code == "Server.ServerProxy.InvalidSignature"

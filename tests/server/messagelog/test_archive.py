@@ -284,31 +284,35 @@ def test_cli_reads_server_conf(make_federation, signer, capsys):
     assert server_id in capsys.readouterr().out
 
 
-def test_envelope_signed_by_the_pipeline_verifies(signer):
-    """Interop: an envelope signed by server/core/signing.py passes archive checks, and
-    its Body digest (what the pipeline logs) is the hash the archive recomputes."""
+def test_message_signed_by_the_pipeline_verifies(signer):
+    """Interop: a record container built as the pipeline builds it (core/records.py,
+    core/detached.py) passes archive checks, its Body digest is the one the archive
+    recomputes, and a changed byte or another certificate is reported."""
     import base64
+    import re
+
     from cryptography.hazmat.primitives import serialization
-    from lxml import etree
-    from tunduk.server.core import signing
+    from tunduk.server.core import detached, signing
+    from tunduk.server.core.records import signed_message
     from tunduk.server.messagelog import envelope_check
     key = signing.SigningKey(
         signer.key.private_bytes(serialization.Encoding.PEM,
                                  serialization.PrivateFormat.PKCS8,
                                  serialization.NoEncryption()),
         signer.cert.public_bytes(serialization.Encoding.PEM))
-    root = etree.fromstring(
-        b'<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" '
-        b'xmlns:x="http://x-road.eu/xsd/xroad.xsd"><s:Header><x:id>m1</x:id></s:Header>'
-        b'<s:Body><p:q xmlns:p="urn:t">1</p:q></s:Body></s:Envelope>')
-    signing.sign_envelope(root, key, [root[0][0]])
-    raw = etree.tostring(root)
+    soap = (b'<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" '
+            b'xmlns:x="http://x-road.eu/xsd/xroad.xsd"><s:Header><x:id>m1</x:id></s:Header>'
+            b'<s:Body><p:q xmlns:p="urn:t">1</p:q></s:Body></s:Envelope>')
+    ctype = "text/xml; charset=utf-8"
+    raw = signed_message(soap, ctype, detached.sign_message(soap, ctype, key))
     assert envelope_check.check_signature(raw, signer.cert_der) is None
-    body = root.find("{http://schemas.xmlsoap.org/soap/envelope/}Body")
-    body_id = body.get(f"{{{envelope_check.WSU_NS}}}Id")
-    ds = envelope_check.DSIG_NS
-    digest = next(r.findtext(f"{{{ds}}}DigestValue") for r in root.iter(f"{{{ds}}}Reference")
-                  if r.get("URI") == f"#{body_id}")
-    assert base64.b64decode(digest).hex() in envelope_check.body_hashes(raw)
-    tampered = raw.replace(b">1</p:q>", b">2</p:q>")
-    assert "does not verify" in envelope_check.check_signature(tampered, signer.cert_der)
+    assert envelope_check.logged_message(raw) == soap
+    import hashlib
+    from lxml import etree
+    body = etree.fromstring(soap)[1]
+    assert hashlib.sha256(etree.tostring(body, method="c14n", exclusive=True)).hexdigest() \
+        in envelope_check.body_hashes(raw)
+    m = re.search(rb"<tdk:message[^>]*>([^<]*)<", raw)
+    changed = base64.b64encode(base64.b64decode(m.group(1)).replace(b">1<", b">2<"))
+    why = envelope_check.check_signature(raw.replace(m.group(1), changed), signer.cert_der)
+    assert why and "changed after signing" in why

@@ -1,0 +1,216 @@
+"""Detached signatures over the exact message bytes: round trips and every refusal."""
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+from datetime import timedelta
+
+import pytest
+import xmlsec
+from cryptography.hazmat.primitives.serialization import Encoding
+from lxml import etree
+
+from tests.fixtures.certs_for_signing import NOW, make_ca, make_signing_cert
+from tunduk.server.core import detached, errors, signing
+from tunduk.server.core.errors import XRoadError
+
+DS = signing.DS_NS
+MESSAGE = b'<?xml version="1.0"?><s:Envelope xmlns:s="urn:s"><s:Body>12345</s:Body></s:Envelope>'
+CTYPE = "text/xml; charset=utf-8"
+
+
+@pytest.fixture(scope="module")
+def ca():
+    return make_ca()
+
+
+@pytest.fixture(scope="module")
+def trust(ca):
+    return signing.TrustAnchor.from_pem(ca.cert_pem)
+
+
+@pytest.fixture(scope="module", params=["rsa", "ec"])
+def key(request, ca):
+    issued = make_signing_cert(ca, "KG/GOV/123", kind=request.param)
+    return signing.SigningKey.from_pem(issued.key_pem, issued.cert_pem)
+
+
+def sign(key, data=MESSAGE, **kw) -> bytes:
+    return detached.sign_message(data, CTYPE, key, now=NOW, **kw)
+
+
+def verify(sig, trust, data=MESSAGE, ctype=CTYPE, **kw):
+    return detached.verify_message(data, ctype, sig, trust, now=kw.pop("now", NOW), **kw)
+
+
+def expect(code: str, fn, *args, **kw) -> XRoadError:
+    with pytest.raises(XRoadError) as ei:
+        fn(*args, **kw)
+    assert ei.value.code == code, ei.value.message
+    return ei.value
+
+
+def edit(sig: bytes, change) -> bytes:
+    root = etree.fromstring(sig)
+    change(root)
+    return etree.tostring(root)
+
+
+def ds(name: str) -> str:
+    return f"{{{DS}}}{name}"
+
+
+def test_round_trip_both_key_types(key, trust):
+    v = verify(sign(key, request_hash="abc="), trust)
+    assert v.cert_der == key.cert_der
+    assert v.request_hash == "abc="
+    assert abs((v.created - NOW).total_seconds()) < 1
+    assert verify(sign(key), trust).request_hash is None
+
+
+def test_layout(key):
+    root = etree.fromstring(sign(key))
+    assert [etree.QName(c).localname for c in root] == [
+        "SignedInfo", "SignatureValue", "KeyInfo", "Object"]
+    refs = root.findall(f"{ds('SignedInfo')}/{ds('Reference')}")
+    assert [r.get("URI") for r in refs] == ["cid:message", "#props"]
+    assert refs[0].findtext(ds("DigestValue")) == \
+        base64.b64encode(hashlib.sha256(MESSAGE).digest()).decode()
+    assert root.findtext(".//{urn:tunduk:xsd:signature:1}contentType") == CTYPE
+
+
+def test_signature_verifies_with_plain_xmlsec(key):
+    """Interoperability: the SignedInfo, as canonicalised by xmlsec itself, carries a
+    signature that plain xmlsec accepts with the certificate's key."""
+    root = etree.fromstring(sign(key))
+    info = root.find(ds("SignedInfo"))
+    value = base64.b64decode(root.findtext(ds("SignatureValue")))
+    pem = key.cert.public_bytes(Encoding.PEM)
+    ctx = xmlsec.SignatureContext()
+    ctx.key = xmlsec.Key.from_memory(pem, xmlsec.constants.KeyDataFormatCertPem)
+    method = info.find(ds("SignatureMethod")).get("Algorithm")
+    ctx.verify_binary(etree.tostring(info, method="c14n", exclusive=True),
+                      signing._XMLSEC_TRANSFORMS[method], value)
+
+
+def test_changed_message_byte(key, trust):
+    err = expect(errors.INVALID_SIGNATURE_VALUE, verify, sign(key), trust,
+                 data=MESSAGE.replace(b"12345", b"12346"))
+    assert "changed after signing" in err.message
+
+
+def test_content_type_differs_from_signed(key, trust):
+    err = expect(errors.INVALID_SIGNATURE_VALUE, verify, sign(key), trust,
+                 ctype="text/xml; charset=iso-8859-1")
+    assert "signed as 'text/xml; charset=utf-8'" in err.message
+
+
+@pytest.mark.parametrize("target,new", [
+    ("{urn:tunduk:xsd:signature:1}contentType", "text/plain"),
+    ("{urn:tunduk:xsd:signature:1}requestHash", "forged="),
+])
+def test_changed_signed_property(key, trust, target, new):
+    def change(root):
+        root.find(f".//{target}").text = new
+    err = expect(errors.INVALID_SIGNATURE_VALUE, verify,
+                 edit(sign(key, request_hash="abc="), change), trust)
+    assert "properties" in err.message
+
+
+def test_changed_timestamp(key, trust):
+    def change(root):
+        el = root.find(".//{%s}Expires" % signing.WSU_NS)
+        el.text = el.text.replace("20", "21", 1)
+    expect(errors.INVALID_SIGNATURE_VALUE, verify, edit(sign(key), change), trust)
+
+
+def test_changed_signature_value(key, trust):
+    def change(root):
+        el = root.find(ds("SignatureValue"))
+        raw = bytearray(base64.b64decode(el.text))
+        raw[len(raw) // 2] ^= 1
+        el.text = base64.b64encode(bytes(raw)).decode()
+    expect(errors.INVALID_SIGNATURE_VALUE, verify, edit(sign(key), change), trust)
+
+
+def test_signature_of_another_signer_with_its_own_certificate(ca, trust, key):
+    other = make_signing_cert(ca, "KG/GOV/999", kind="ec")
+    other_key = signing.SigningKey.from_pem(other.key_pem, other.cert_pem)
+    v = verify(sign(other_key), trust)       # valid: who signed is the caller's question
+    assert str(signing.cert_member_id(v.cert)) == "KG/GOV/999"
+
+
+def test_certificate_swapped_in_keyinfo(ca, trust, key):
+    other = make_signing_cert(ca, "KG/GOV/999", kind="ec")
+    b64 = base64.b64encode(other.cert.public_bytes(Encoding.DER)).decode()
+
+    def change(root):
+        root.find(f".//{ds('X509Certificate')}").text = b64
+    if key.algorithm == "ecdsa-sha256":   # same key type: the value does not verify
+        err = expect(errors.INVALID_SIGNATURE_VALUE, verify, edit(sign(key), change), trust)
+        assert "another key" in err.message
+    else:                                 # RSA method, EC certificate
+        err = expect(errors.INVALID_SIGNATURE, verify, edit(sign(key), change), trust)
+        assert "key type" in err.message
+
+
+def test_certificate_from_foreign_ca(trust):
+    rogue = make_ca("rogue")
+    issued = make_signing_cert(rogue, "KG/GOV/123", kind="ec")
+    k = signing.SigningKey.from_pem(issued.key_pem, issued.cert_pem)
+    expect(errors.CERT_VALIDATION, verify, sign(k), trust)
+
+
+def test_expired_and_future_timestamps(key, trust):
+    sig = sign(key)
+    expect(errors.INVALID_TIMESTAMP, verify, sig, trust, now=NOW + timedelta(minutes=11))
+    expect(errors.INVALID_TIMESTAMP, verify, sig, trust, now=NOW - timedelta(minutes=6))
+    assert verify(sig, trust, now=NOW + timedelta(minutes=9)) is not None
+
+
+@pytest.mark.parametrize("change,words", [
+    (lambda r: r.find(ds("SignedInfo")).append(
+        copy.deepcopy(r.find(ds("SignedInfo"))[-1])), "exactly"),
+    (lambda r: r.find(ds("SignedInfo")).remove(r.find(ds("SignedInfo"))[-1]), "exactly"),
+    (lambda r: r.find(f"{ds('SignedInfo')}/{ds('Reference')}").set("URI", "#other"),
+     "URI"),
+    (lambda r: r.find(f"{ds('SignedInfo')}/{ds('SignatureMethod')}").set(
+        "Algorithm", "http://www.w3.org/2000/09/xmldsig#hmac-sha1"), "not accepted"),
+    (lambda r: r.find(f".//{ds('DigestMethod')}").set(
+        "Algorithm", "http://www.w3.org/2000/09/xmldsig#sha1"), "not accepted"),
+    (lambda r: r.find(ds("Object")).set("Id", "other"), "Id"),
+    (lambda r: r.append(etree.Comment("x")), "unexpected"),
+    (lambda r: r.append(etree.Element(ds("Object"))), "exactly"),
+])
+def test_other_shapes_are_refused(key, trust, change, words):
+    err = expect(errors.INVALID_SIGNATURE, verify, edit(sign(key), change), trust)
+    assert words in err.message
+
+
+def test_missing_signature(trust):
+    err = expect(errors.INVALID_SIGNATURE, verify, None, trust)
+    assert "not signed" in err.message
+
+
+@pytest.mark.parametrize("doc", [b"not xml", b"<other/>",
+                                 b'<!DOCTYPE x [<!ENTITY e "x">]><x>&e;</x>',
+                                 b"<a>" + b"x" * 40000 + b"</a>"])
+def test_not_a_signature_document(trust, doc):
+    expect(errors.INVALID_SIGNATURE, verify, doc, trust)
+
+
+def test_header_encoding_round_trip_and_refusals(key):
+    sig = sign(key)
+    assert detached.from_header(detached.header_value(sig)) == sig
+    assert detached.from_header(None) is None
+    expect(errors.INVALID_SIGNATURE, detached.from_header, "not base64!")
+    expect(errors.INVALID_SIGNATURE, detached.from_header, "A" * 50000)
+
+
+def test_offline_check_of_a_logged_message(key):
+    sig = sign(key)
+    assert detached.check_logged(MESSAGE, CTYPE, sig, key.cert_der) is None
+    assert "changed after signing" in detached.check_logged(MESSAGE + b" ", CTYPE, sig,
+                                                            key.cert_der)
+    assert "logged signer" in detached.check_logged(MESSAGE, CTYPE, sig, b"other")
