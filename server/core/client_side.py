@@ -24,7 +24,7 @@ from lxml import etree
 from ..conf.model import SecurityServer
 from . import detached, errors, exchange, mime, signing
 from .envelope import (Envelope, check_soap_action, envelope_from_parts, parse_envelope,
-                       serialize)
+                       plain_utf8, serialize)
 from .errors import XRoadError
 from .records import make_record
 from .side import Side
@@ -169,8 +169,12 @@ class ClientSide(Side):
                                  cert_der=verified.cert_der, service=str(service),
                                  content_type=soap_type, signature=signature))
         if msg is None:
-            pending.response_content_type = soap_type
-            return soap
+            if plain_utf8(soap, soap_type):    # the provider's bytes, unchanged
+                pending.response_content_type = soap_type
+                return soap
+            # another charset: the client gets what tunduk read and checked, in UTF-8
+            pending.response_content_type = SIGNED_CONTENT_TYPE
+            return serialize(root)
         exchange.remove_attachment_digests(header)
         out, pending.response_content_type = mime.replace_root(msg, serialize(root))
         return out

@@ -25,6 +25,7 @@ from typing import Optional
 
 import xmlsec
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from lxml import etree
 
 from . import errors
@@ -74,6 +75,9 @@ def sign_message(data: bytes, content_type: str, key: SigningKey, *,
                  request_hash: Optional[str] = None, ttl: int = 300,
                  now: Optional[datetime] = None) -> bytes:
     """The signature document over ``data`` as sent with ``content_type``."""
+    if any(ord(c) < 32 and c != "\t" for c in content_type):
+        raise XRoadError(errors.INVALID_CONTENT_TYPE,
+                         f"Content-Type {content_type!r} holds control characters")
     now = now or datetime.now(timezone.utc)
     rh = (f"<tsig:requestHash>{escape(request_hash)}</tsig:requestHash>"
           if request_hash is not None else "")
@@ -175,7 +179,8 @@ def _reference(ref: etree._Element, uri: str, transforms: bool) -> tuple[str, st
 
 
 def _digest_matches(alg: str, data: bytes, expected: str) -> bool:
-    return hmac.compare_digest(_b64(_DIGESTS[alg](data).digest()), expected)
+    return expected.isascii() and \
+        hmac.compare_digest(_b64(_DIGESTS[alg](data).digest()), expected)
 
 
 def _time(props: etree._Element, tag: str, what: str) -> datetime:
@@ -195,12 +200,20 @@ def _time(props: etree._Element, tag: str, what: str) -> datetime:
 def _parse(signature: bytes) -> etree._Element:
     if len(signature) > MAX_SIGNATURE_BYTES:
         raise _invalid(f"the signature document is larger than {MAX_SIGNATURE_BYTES} bytes")
+    # Only the element, in UTF-8: the message log embeds these bytes as they came, so
+    # nothing may stand before or after it (an XML declaration there, or another
+    # encoding, would make the logged record unreadable).
+    if not signature.startswith(b"<") or signature[1:2] in (b"?", b"!"):
+        raise _invalid("the signature document must be the ds:Signature element alone, "
+                       "in UTF-8, without an XML declaration")
     try:
         root = etree.fromstring(signature, _fragment_parser())
     except etree.XMLSyntaxError as exc:
         raise _invalid(f"the signature document is not well-formed XML: {exc}") from None
     if root.getroottree().docinfo.doctype:
         raise _invalid("the signature document must not have a DOCTYPE")
+    if root.getprevious() is not None or root.getnext() is not None:
+        raise _invalid("the signature document must hold nothing but ds:Signature")
     if root.tag != _DS + "Signature":
         raise _invalid(f"the signature document is a {etree.QName(root).localname}, "
                        "not a ds:Signature")
@@ -230,7 +243,7 @@ def _check(data: bytes, content_type: str, signature: bytes, cert_der: Optional[
     try:
         der = base64.b64decode("".join((cert_el.text or "").split()), validate=True)
         cert, xkey, key_type = _peer_cert(der)
-    except (ValueError, xmlsec.Error) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm, xmlsec.Error) as exc:
         raise XRoadError(errors.INCORRECT_CERTIFICATE,
                          f"the signer certificate in the signature cannot be read: {exc}")
     if cert_der is not None and der != cert_der:

@@ -6,6 +6,7 @@ bare-hex ids, userId without a country prefix), as X-Road clients expect.
 """
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass
 from typing import Optional
@@ -50,6 +51,26 @@ def _parser(encoding: Optional[str]) -> etree.XMLParser:
             resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False,
             huge_tree=False, encoding=encoding, remove_comments=False)
     return parser
+
+
+_XML_DECL_ENCODING = re.compile(
+    rb"\A(?:\xef\xbb\xbf)?<\?xml[^>]*?\sencoding\s*=\s*[\"']([A-Za-z0-9._-]*)[\"']")
+
+
+def plain_utf8(data: bytes, content_type: Optional[str]) -> bool:
+    """Whether every XML parser reads ``data`` the way tunduk did: UTF-8 by the
+    Content-Type (or none) and by the XML declaration (or none), no UTF-16/32 mark.
+
+    A parser that reads the bytes on its own follows the declaration, tunduk follows the
+    Content-Type (RFC 7303); when they disagree (e.g. charset=utf-8 with encoding
+    "UTF-7"), the same bytes can carry two different messages.
+    """
+    if charset_of(content_type) not in (None, "utf-8", "utf8"):
+        return False
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff") or data[:4] == b"\x00\x00\xfe\xff":
+        return False
+    m = _XML_DECL_ENCODING.match(data)
+    return m is None or m.group(1).lower() in (b"utf-8", b"utf8")
 
 
 def charset_of(content_type: Optional[str]) -> Optional[str]:

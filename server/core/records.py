@@ -29,11 +29,18 @@ def body_digest_hex(env: Envelope) -> str:
                                          with_comments=False)).hexdigest()
 
 
+def _attribute(text: str) -> str:
+    """Text as an attribute value that reads back unchanged (a literal tab or line
+    break in an attribute is read back as a space)."""
+    return (escape(text).replace('"', "&quot;").replace("\t", "&#9;")
+            .replace("\n", "&#10;").replace("\r", "&#13;"))
+
+
 def signed_message(raw: bytes, content_type: str, signature: bytes) -> bytes:
     """The container a record keeps: the signed bytes, their type and the signature."""
     return b"".join([
         b'<tdk:signedMessage xmlns:tdk="', CONTAINER_NS.encode(), b'"><tdk:message',
-        b' contentType="', escape(content_type).replace('"', "&quot;").encode("utf-8"), b'">',
+        b' contentType="', _attribute(content_type).encode("utf-8"), b'">',
         binascii.b2a_base64(raw, newline=False), b"</tdk:message>", signature,
         b"</tdk:signedMessage>"])
 

@@ -30,7 +30,7 @@ from lxml import etree
 from ..conf.model import LocalService
 from . import access, detached, errors, exchange, getwsdl, metaservices, mime, signing
 from .envelope import (HEADER, REQUEST_HASH, Envelope, XRoadHeaders, envelope_from_parts,
-                       parse_envelope, read_xroad_headers, serialize)
+                       parse_envelope, plain_utf8, read_xroad_headers, serialize)
 from .errors import XRoadError
 from .identifiers import XROAD_NS, ServiceId
 from .records import make_record
@@ -78,6 +78,12 @@ class ServerSide(Side):
                              "the request's signature states no requestHash: was it sent "
                              "by a tunduk security server?")
         exchange.check_attachments(env.header, msg.attachments if msg else ())
+        if msg is None and verified.request_hash != exchange.request_hash(soap):
+            # the client's bytes came unchanged: the stated hash must be theirs, or the
+            # signed response would answer a request this server never saw
+            raise XRoadError(errors.INVALID_REQUEST_HASH,
+                             "the requestHash in the request's signature is not the hash "
+                             "of the request")
         meta = self.metaservice_of(env)
         if meta is None:
             service = self.find_service(env)
@@ -88,8 +94,13 @@ class ServerSide(Side):
                                  cert_der=verified.cert_der, content_type=soap_type,
                                  signature=signature))
         if msg is None:
-            return AcceptedRequest(env, service, verified.request_hash, raw, meta,
-                                   backend_content_type=soap_type or BACKEND_CONTENT_TYPE)
+            if plain_utf8(soap, soap_type):   # the client's bytes, unchanged
+                return AcceptedRequest(env, service, verified.request_hash, raw, meta,
+                                       backend_content_type=soap_type or BACKEND_CONTENT_TYPE)
+            # Another charset: the backend gets the message as tunduk read it, in UTF-8,
+            # so that it cannot read other content than was checked.
+            return AcceptedRequest(env, service, verified.request_hash,
+                                   serialize(env.root), meta)
         exchange.remove_attachment_digests(env.header)
         body, ctype = mime.replace_root(msg, serialize(env.root))
         return AcceptedRequest(env, service, verified.request_hash, body, meta,

@@ -268,7 +268,10 @@ def verify_archive(path: Path, tsa_cert_der: Optional[bytes] = None,
                 except Exception as exc:
                     report.problems.append(f"{label}: envelope unreadable ({exc})")
                 if check_signatures and cert is not None:
-                    why = envelope_check.check_signature(envelope, cert)
+                    try:
+                        why = envelope_check.check_signature(envelope, cert)
+                    except Exception as exc:   # a tampered record must not stop the run
+                        why = f"signature cannot be checked ({type(exc).__name__}: {exc})"
                     if why:
                         report.problems.append(f"{label}: {why}")
             report.records += 1

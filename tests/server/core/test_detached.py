@@ -20,16 +20,6 @@ MESSAGE = b'<?xml version="1.0"?><s:Envelope xmlns:s="urn:s"><s:Body>12345</s:Bo
 CTYPE = "text/xml; charset=utf-8"
 
 
-@pytest.fixture(scope="module")
-def ca():
-    return make_ca()
-
-
-@pytest.fixture(scope="module")
-def trust(ca):
-    return signing.TrustAnchor.from_pem(ca.cert_pem)
-
-
 @pytest.fixture(scope="module", params=["rsa", "ec"])
 def key(request, ca):
     issued = make_signing_cert(ca, "KG/GOV/123", kind=request.param)
@@ -214,3 +204,37 @@ def test_offline_check_of_a_logged_message(key):
     assert "changed after signing" in detached.check_logged(MESSAGE + b" ", CTYPE, sig,
                                                             key.cert_der)
     assert "logged signer" in detached.check_logged(MESSAGE, CTYPE, sig, b"other")
+
+
+@pytest.mark.parametrize("wrap", [
+    lambda sig: b'<?xml version="1.0"?>' + sig,                 # a declaration before
+    lambda sig: sig.decode().encode("utf-16"),                   # another encoding
+    lambda sig: sig + b"<!--after-->",                           # something after
+])
+def test_signature_must_be_the_element_alone_in_utf8(key, trust, wrap):
+    # the message log embeds the document as received: anything around the element
+    # would make the logged record unreadable (a signer could deny its message)
+    err = expect(errors.INVALID_SIGNATURE, verify, wrap(sign(key)), trust)
+    assert "ds:Signature" in err.message
+
+
+def test_non_ascii_digest_value_is_a_refusal_not_a_crash(key, trust):
+    def change(root):
+        root.find(f".//{ds('DigestValue')}").text = "é" * 44
+    expect(errors.INVALID_SIGNATURE_VALUE, verify, edit(sign(key), change), trust)
+    assert "changed after signing" in detached.check_logged(
+        MESSAGE, CTYPE, edit(sign(key), change), key.cert_der)
+
+
+def test_content_type_with_a_tab_is_logged_so_that_it_verifies_later(key):
+    from tunduk.server.core.records import signed_message
+    from tunduk.server.messagelog import envelope_check
+    ctype = "text/xml;\tcharset=utf-8"
+    sig = detached.sign_message(MESSAGE, ctype, key)
+    logged = signed_message(MESSAGE, ctype, sig)
+    assert envelope_check.check_signature(logged, key.cert_der) is None
+
+
+def test_content_type_with_control_characters_is_not_signed(key):
+    expect(errors.INVALID_CONTENT_TYPE, detached.sign_message, MESSAGE,
+           "text/xml; x=\x01", key)

@@ -121,3 +121,58 @@ def test_response_headers_are_those_a_fresh_read_finds(pair, answer):
     out = etree.fromstring(consumer.finish(pending, signed, accepted.response_content_type, 200,
                                     accepted.response_signature))
     assert out.findtext(".//{*}ok") == "21205199900011"
+
+
+def _utf7(text: str) -> str:
+    return "+" + base64.b64encode(text.encode("utf-16-be")).decode().rstrip("=") + "-"
+
+
+@pytest.mark.parametrize("declaration,content_type", [
+    ("", "text/xml; charset=utf-7"),                                   # UTF-8 by default
+    ('<?xml version="1.0" encoding="UTF-7"?>', "text/xml; charset=utf-8"),
+])
+def test_backend_reads_what_tunduk_checked_whatever_the_charset(pair, declaration,
+                                                                content_type):
+    """A message whose bytes read differently as UTF-7 and as UTF-8 (a polyglot): tunduk
+    reads it by the Content-Type, a backend parsing the bytes by their declaration or
+    default; the backend must not get bytes it could read as another operation."""
+    import re
+    consumer, provider, peer = pair
+    raw = request().decode().split("?>", 1)[1]
+    m = re.search(r"<reg:getBirthRecord>.*?</reg:getBirthRecord>", raw, re.S)
+    hidden = "<reg:deletePerson><reg:personalCode>1</reg:personalCode></reg:deletePerson>"
+    seen = ("<reg:getBirthRecord><reg:personalCode>21205199900011</reg:personalCode>"
+            "</reg:getBirthRecord>")
+    if "UTF-7" in declaration:   # tunduk reads UTF-8: the hidden part is mere text
+        body = _utf7(hidden) + _utf7("<!--") + seen + _utf7("-->")
+    else:                        # tunduk reads UTF-7: the hidden part is text in UTF-8
+        body = _utf7("<!--") + hidden + _utf7("-->") + seen
+    message = (declaration + raw[:m.start()] + body + raw[m.end():]).encode("ascii")
+    pending = consumer.prepare(message, content_type)
+    accepted = provider.accept(pending.body, pending.content_type, peer, pending.signature)
+    assert etree.QName(accepted.request.payload).localname == "getBirthRecord"
+    backend = etree.fromstring(accepted.backend_body)   # as a backend parses bytes
+    names = [etree.QName(c).localname for c in backend.find(f"{{{SOAP}}}Body")
+             if isinstance(c.tag, str)]
+    assert names == ["getBirthRecord"]
+    assert accepted.backend_content_type == "text/xml; charset=utf-8"
+
+
+def test_plain_utf8_request_reaches_the_backend_byte_for_byte(pair):
+    consumer, provider, peer = pair
+    raw = request()
+    pending = consumer.prepare(raw, "text/xml; charset=utf-8")
+    accepted = provider.accept(pending.body, pending.content_type, peer, pending.signature)
+    assert accepted.backend_body == raw
+
+
+def test_stated_request_hash_must_be_that_of_the_request(pair):
+    from tunduk.server.core import detached
+    consumer, provider, peer = pair
+    pending = consumer.prepare(request(), "text/xml; charset=utf-8")
+    other = base64.b64encode(hashlib.sha512(b"another request").digest()).decode()
+    forged = detached.sign_message(pending.body, pending.content_type, consumer.signer,
+                                   request_hash=other)
+    with pytest.raises(XRoadError) as ei:
+        provider.accept(pending.body, pending.content_type, peer, forged)
+    assert ei.value.code == errors.INVALID_REQUEST_HASH

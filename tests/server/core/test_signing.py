@@ -15,16 +15,6 @@ MESSAGE = b"<m/>"
 CTYPE = "text/xml; charset=utf-8"
 
 
-@pytest.fixture(scope="module")
-def ca():
-    return make_ca()
-
-
-@pytest.fixture(scope="module")
-def trust(ca):
-    return signing.TrustAnchor.from_pem(ca.cert_pem)
-
-
 def expect(code: str, fn, *args, **kw) -> XRoadError:
     with pytest.raises(XRoadError) as info:
         fn(*args, **kw)
