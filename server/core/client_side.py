@@ -98,9 +98,8 @@ class ClientSide(Side):
         else:
             exchange.add_attachment_digests(env.header, msg.attachments)
             signed = serialize(env.root)
-            body, ctype = mime.replace_root(msg, signed, mime.utf8_root_header_block(msg.root))
             # signed as the provider will read it: the root part's own Content-Type
-            signed_type = mime.split(body, ctype).root_content_type()
+            body, ctype, signed_type = mime.replace_root_utf8(msg, signed)
         signature = detached.sign_message(signed, signed_type, self.signer,
                                           request_hash=digest)
         # The log keeps the signed SOAP part; it names the attachments' digests.

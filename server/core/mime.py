@@ -269,6 +269,16 @@ def replace_root(msg: Multipart, content: bytes,
     return join(parts, boundary), content_type
 
 
+def replace_root_utf8(msg: Multipart, content: bytes) -> tuple[bytes, str, str]:
+    """``replace_root`` with a re-serialised (UTF-8) root, plus the root part's own
+    Content-Type as the receiver's ``split`` reads it (what a signature over the root
+    part names), without splitting the new body again."""
+    block = utf8_root_header_block(msg.root)
+    body, content_type = replace_root(msg, content, block)
+    root = make_part(msg.root.header_block if block is None else block, b"")
+    return body, content_type, root.content_type or "text/xml"
+
+
 def utf8_root_header_block(part: Part) -> Optional[bytes]:
     """A header block for a re-serialised (UTF-8) root part, or None to keep the original.
 

@@ -47,11 +47,9 @@ def signed_message(raw: bytes, content_type: str, signature: bytes) -> bytes:
 
 def make_record(env: Envelope, raw: bytes, *, direction: str, side: str,
                 cert_der: bytes, content_type: str, signature: bytes,
-                service: Optional[str] = None,
-                body_sha256: Optional[str] = None) -> LogRecord:
+                service: Optional[str] = None) -> LogRecord:
     """``raw``: the exact bytes ``signature`` covers, sent or received as
-    ``content_type``.  ``body_sha256``: body_digest_hex(env) if the caller has just
-    computed exactly that, else None."""
+    ``content_type``."""
     x = env.xroad
     return LogRecord(
         message_id=x.id,
@@ -61,6 +59,6 @@ def make_record(env: Envelope, raw: bytes, *, direction: str, side: str,
         side=side,
         envelope=signed_message(raw, content_type, signature),
         signature_cert_der=cert_der,
-        body_sha256=body_sha256 if body_sha256 is not None else body_digest_hex(env),
+        body_sha256=body_digest_hex(env),
         created=datetime.now(timezone.utc),
     )

@@ -210,9 +210,8 @@ class ServerSide(Side):
             out, signed_type = signed, BACKEND_CONTENT_TYPE
             accepted.response_content_type = signed_type
         else:
-            out, accepted.response_content_type = mime.replace_root(
-                msg, signed, mime.utf8_root_header_block(msg.root))
-            signed_type = mime.split(out, accepted.response_content_type).root_content_type()
+            out, accepted.response_content_type, signed_type = mime.replace_root_utf8(
+                msg, signed)
         signature = detached.sign_message(signed, signed_type, self.signer)
         self.log.log(make_record(env, signed, direction="response", side="server",
                                  cert_der=self.signer.cert_der,

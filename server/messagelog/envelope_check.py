@@ -20,6 +20,7 @@ from lxml import etree
 
 from ..core import detached
 from ..core.envelope import parse_xml
+from ..core.records import CONTAINER_NS
 
 DSIG_NS = "http://www.w3.org/2000/09/xmldsig#"
 SOAP11_NS = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -36,8 +37,8 @@ def _parse(envelope: bytes) -> etree._Element:
     return root
 
 
-_CONTAINER = "{urn:tunduk:xsd:messagelog:1}signedMessage"
-_MESSAGE = "{urn:tunduk:xsd:messagelog:1}message"
+_CONTAINER = f"{{{CONTAINER_NS}}}signedMessage"
+_MESSAGE = f"{{{CONTAINER_NS}}}message"
 
 
 def _unpack(root: etree._Element) -> Optional[tuple[bytes, str, bytes]]:

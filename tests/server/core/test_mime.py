@@ -107,6 +107,18 @@ def test_utf8_root_header_block_only_for_other_charsets():
         b"Content-ID: <r>\r\n\r\n")
 
 
+@pytest.mark.parametrize("root_charset", [b"UTF-8", b"ISO-8859-1"])
+def test_replace_root_utf8_names_the_root_type_the_receiver_reads(root_charset):
+    body = swa_body().replace(b"charset=UTF-8", b"charset=" + root_charset, 1)
+    msg = mime.split(body, CT)
+    assert msg.root.content_type.endswith(root_charset.decode())
+    out, ctype, root_type = mime.replace_root_utf8(msg, SOAP_PART)
+    again = mime.split(out, ctype)
+    assert root_type == again.root_content_type()
+    assert "ISO-8859-1" not in root_type
+    assert again.root.content == SOAP_PART and again.attachments == msg.attachments
+
+
 @pytest.mark.parametrize("body,ctype,code,words", [
     (b"--b\r\n\r\n<x/>\r\n--b--", "multipart/related", errors.INVALID_CONTENT_TYPE,
      "boundary"),
