@@ -19,9 +19,11 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
+import string
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Optional
+from typing import NamedTuple, NoReturn, Optional
 
 import xmlsec
 from cryptography import x509
@@ -69,46 +71,102 @@ def _invalid(message: str) -> XRoadError:
     return XRoadError(errors.INVALID_SIGNATURE, message)
 
 
+# ------------------------------------------------------------------- the document
+#
+# One template, written in exclusive canonical form: the signer fills it in, so the
+# SignedInfo and ds:Object substrings are their own canonical forms (what is signed
+# and digested), and the verifier matches a received document against the same
+# template compiled to a regular expression.  Only the ``{field}`` parts vary.
+
+_PROPS = (f'<ds:Object xmlns:ds="{DS_NS}" Id="{PROPS_ID}"><tsig:properties '
+          f'xmlns:tsig="{TUNDUK_SIG_NS}"><tsig:contentType>{{content_type}}'
+          f'</tsig:contentType>{{request_hash}}<wsu:Timestamp xmlns:wsu="{WSU_NS}">'
+          '<wsu:Created>{created}</wsu:Created><wsu:Expires>{expires}</wsu:Expires>'
+          '</wsu:Timestamp></tsig:properties></ds:Object>')
+_REQUEST_HASH = "<tsig:requestHash>{request_hash}</tsig:requestHash>"
+_SIGNED_INFO = (
+    f'<ds:SignedInfo xmlns:ds="{DS_NS}"><ds:CanonicalizationMethod Algorithm='
+    f'"{EXC_C14N}"></ds:CanonicalizationMethod><ds:SignatureMethod Algorithm='
+    f'"{{method}}"></ds:SignatureMethod><ds:Reference URI="{MESSAGE_URI}">'
+    '<ds:DigestMethod Algorithm="{message_digest_method}"></ds:DigestMethod>'
+    '<ds:DigestValue>{message_digest}</ds:DigestValue></ds:Reference>'
+    f'<ds:Reference URI="#{PROPS_ID}"><ds:Transforms><ds:Transform Algorithm='
+    f'"{EXC_C14N}"></ds:Transform></ds:Transforms><ds:DigestMethod Algorithm='
+    '"{props_digest_method}"></ds:DigestMethod><ds:DigestValue>{props_digest}'
+    '</ds:DigestValue></ds:Reference></ds:SignedInfo>')
+_SIGNATURE = (f'<ds:Signature xmlns:ds="{DS_NS}">{{signed_info}}<ds:SignatureValue>'
+              '{signature_value}</ds:SignatureValue><ds:KeyInfo><ds:X509Data>'
+              '<ds:X509Certificate>{certificate}</ds:X509Certificate></ds:X509Data>'
+              '</ds:KeyInfo>{props}</ds:Signature>')
+
+
+def _pattern(template: str, fields: dict[str, str]) -> str:
+    """``template`` as a regular expression: literal text escaped, each field replaced
+    by its pattern."""
+    out = []
+    for literal, name, _, _ in string.Formatter().parse(template):
+        out.append(re.escape(literal))
+        if name is not None:
+            out.append(fields[name])
+    return "".join(out)
+
+
+def _one_of(uris) -> str:
+    return "|".join(re.escape(u) for u in uris)
+
+
+_B64_RE = "[A-Za-z0-9+/]*={0,2}"
+_TIME_RE = "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}[.][0-9]{3}Z"
+_EXACT = re.compile(_pattern(_SIGNATURE, {
+    "signed_info": "(?P<signed_info>%s)" % _pattern(_SIGNED_INFO, {
+        "method": f"(?P<method>{_one_of(_ALLOWED_SIG)})",
+        "message_digest_method": f"(?P<message_digest_method>{_one_of(_DIGESTS)})",
+        "message_digest": f"(?P<message_digest>{_B64_RE})",
+        "props_digest_method": f"(?P<props_digest_method>{_one_of(_DIGESTS)})",
+        "props_digest": f"(?P<props_digest>{_B64_RE})"}),
+    "signature_value": f"(?P<signature_value>{_B64_RE})",
+    "certificate": f"(?P<certificate>{_B64_RE})",
+    "props": "(?P<props>%s)" % _pattern(_PROPS, {
+        "content_type": "(?P<content_type>[^<]*)",
+        "request_hash": "(?:%s)?" % _pattern(
+            _REQUEST_HASH, {"request_hash": f"(?P<request_hash>{_B64_RE})"}),
+        "created": f"(?P<created>{_TIME_RE})",
+        "expires": f"(?P<expires>{_TIME_RE})"}),
+}))
+
+# What a Content-Type may hold to be signed: XML character data without control
+# characters (a tab is allowed), so that the signature and the logged record stay XML.
+_SIGNABLE_TEXT = re.compile("[\t\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]*")
+
+
 # ---------------------------------------------------------------------------- sign
 
 def sign_message(data: bytes, content_type: str, key: SigningKey, *,
                  request_hash: Optional[str] = None, ttl: int = 300,
                  now: Optional[datetime] = None) -> bytes:
     """The signature document over ``data`` as sent with ``content_type``."""
-    if any(ord(c) < 32 and c != "\t" for c in content_type):
+    if not _SIGNABLE_TEXT.fullmatch(content_type):
         raise XRoadError(errors.INVALID_CONTENT_TYPE,
                          f"Content-Type {content_type!r} holds control characters")
     now = now or datetime.now(timezone.utc)
-    rh = (f"<tsig:requestHash>{escape(request_hash)}</tsig:requestHash>"
-          if request_hash is not None else "")
-    # Written in exclusive canonical form, so its digest is that of the parsed element.
-    props = (f'<ds:Object xmlns:ds="{DS_NS}" Id="{PROPS_ID}"><tsig:properties '
-             f'xmlns:tsig="{TUNDUK_SIG_NS}"><tsig:contentType>{escape(content_type)}'
-             f'</tsig:contentType>{rh}<wsu:Timestamp xmlns:wsu="{WSU_NS}"><wsu:Created>'
-             f'{_utc_text(now)}</wsu:Created><wsu:Expires>'
-             f'{_utc_text(now + timedelta(seconds=ttl))}</wsu:Expires></wsu:Timestamp>'
-             '</tsig:properties></ds:Object>')
-    signed_info = (
-        f'<ds:SignedInfo xmlns:ds="{DS_NS}"><ds:CanonicalizationMethod Algorithm='
-        f'"{EXC_C14N}"></ds:CanonicalizationMethod><ds:SignatureMethod Algorithm='
-        f'"{key._method_uri}"></ds:SignatureMethod><ds:Reference URI="{MESSAGE_URI}">'
-        f'<ds:DigestMethod Algorithm="{_SHA256}"></ds:DigestMethod><ds:DigestValue>'
-        f'{_b64(hashlib.sha256(data).digest())}</ds:DigestValue></ds:Reference>'
-        f'<ds:Reference URI="#{PROPS_ID}"><ds:Transforms><ds:Transform Algorithm='
-        f'"{EXC_C14N}"></ds:Transform></ds:Transforms><ds:DigestMethod Algorithm='
-        f'"{_SHA256}"></ds:DigestMethod><ds:DigestValue>'
-        f'{_b64(hashlib.sha256(props.encode()).digest())}</ds:DigestValue></ds:Reference>'
-        '</ds:SignedInfo>')
+    props = _PROPS.format(
+        content_type=escape(content_type),
+        request_hash=(_REQUEST_HASH.format(request_hash=escape(request_hash))
+                      if request_hash is not None else ""),
+        created=_utc_text(now), expires=_utc_text(now + timedelta(seconds=ttl)))
+    signed_info = _SIGNED_INFO.format(
+        method=key._method_uri,
+        message_digest_method=_SHA256, message_digest=_b64(hashlib.sha256(data).digest()),
+        props_digest_method=_SHA256,
+        props_digest=_b64(hashlib.sha256(props.encode()).digest()))
     ctx = xmlsec.SignatureContext()
     try:
         ctx.key = key._key
         raw = ctx.sign_binary(signed_info.encode(), _XMLSEC_TRANSFORMS[key._method_uri])
     except xmlsec.Error as exc:
         raise XRoadError(errors.INTERNAL_ERROR, f"signing the message failed: {exc}")
-    return (f'<ds:Signature xmlns:ds="{DS_NS}">{signed_info}<ds:SignatureValue>{_b64(raw)}'
-            f'</ds:SignatureValue><ds:KeyInfo><ds:X509Data><ds:X509Certificate>'
-            f'{key._cert_b64}</ds:X509Certificate></ds:X509Data></ds:KeyInfo>{props}'
-            '</ds:Signature>').encode()
+    return _SIGNATURE.format(signed_info=signed_info, signature_value=_b64(raw),
+                             certificate=key._cert_b64, props=props).encode()
 
 
 def header_value(signature: bytes) -> str:
@@ -130,6 +188,216 @@ def from_header(value: Optional[str]) -> Optional[bytes]:
 
 
 # -------------------------------------------------------------------------- verify
+
+class _Checked(NamedTuple):
+    """A signature whose shape, digests and value were checked (not trust or times)."""
+
+    cert_der: bytes
+    cert: x509.Certificate
+    signature_value: bytes
+    created: str
+    expires: str
+    request_hash: Optional[str]
+
+
+def _check(data: bytes, content_type: str, signature: bytes,
+           cert_der: Optional[bytes]) -> _Checked:
+    """Accept only a document in exactly the form ``sign_message`` writes.
+
+    Matching the template is stricter than parsing it and needs no parser or
+    canonicaliser: the SignedInfo and ds:Object are verified as the very bytes that
+    were signed and digested.  Anything else goes to ``_explain_refusal`` so that the
+    operator learns what is wrong with it."""
+    if len(signature) > MAX_SIGNATURE_BYTES:
+        raise _invalid(f"the signature document is larger than {MAX_SIGNATURE_BYTES} bytes")
+    try:
+        m = _EXACT.fullmatch(signature.decode("utf-8"))
+    except UnicodeDecodeError:
+        m = None
+    if m is None:
+        _explain_refusal(data, content_type, signature, cert_der)
+    der, cert, sig_bytes = _check_crypto(
+        data, cert_der, m["certificate"], m["method"],
+        m["message_digest_method"], m["message_digest"], m["props_digest_method"],
+        m["props_digest"], m["props"].encode(), m["signed_info"].encode(),
+        m["signature_value"])
+    signed_type = m["content_type"]
+    if signed_type != escape(content_type):
+        raise _content_type_mismatch(content_type, _unescape(signed_type))
+    if not _SIGNABLE_TEXT.fullmatch(content_type):   # only a key holder could sign it
+        raise XRoadError(errors.INVALID_CONTENT_TYPE,
+                         f"Content-Type {content_type!r} holds control characters")
+    return _Checked(der, cert, sig_bytes, m["created"], m["expires"], m["request_hash"])
+
+
+def _check_crypto(data: bytes, cert_der: Optional[bytes], cert_b64: str, method_uri: str,
+                  msg_alg: str, msg_digest: str, props_alg: str, props_digest: str,
+                  props: bytes, signed_info: bytes, value_b64: str
+                  ) -> tuple[bytes, x509.Certificate, bytes]:
+    """The signer certificate, both digests and the signature value over the canonical
+    SignedInfo.  Returns (certificate DER, certificate, signature value)."""
+    try:
+        der = _strict_b64decode(cert_b64)
+        cert, xkey, key_type = _peer_cert(der)
+    except (ValueError, TypeError, UnsupportedAlgorithm, xmlsec.Error) as exc:
+        raise XRoadError(errors.INCORRECT_CERTIFICATE,
+                         f"the signer certificate in the signature cannot be read: {exc}")
+    if cert_der is not None and der != cert_der:
+        raise _invalid("the signature's certificate is not the logged signer certificate")
+    if key_type is not _ALLOWED_SIG[method_uri]:
+        raise _invalid(f"signature method {method_uri} does not match the signer's "
+                       "certificate key type")
+    if not _digest_matches(msg_alg, data, msg_digest):
+        raise XRoadError(errors.INVALID_SIGNATURE_VALUE,
+                         "the signature does not match the message: the message was "
+                         "changed after signing")
+    if not _digest_matches(props_alg, props, props_digest):
+        raise XRoadError(errors.INVALID_SIGNATURE_VALUE,
+                         "the signature does not match its properties (content type, "
+                         "time): they were changed after signing")
+    try:
+        sig_bytes = _strict_b64decode(value_b64)
+    except ValueError:
+        raise _invalid("ds:SignatureValue is not base64") from None
+    ctx = xmlsec.SignatureContext()
+    try:
+        ctx.key = xkey
+        ctx.verify_binary(signed_info, _XMLSEC_TRANSFORMS[method_uri], sig_bytes)
+    except xmlsec.VerificationError:
+        raise XRoadError(errors.INVALID_SIGNATURE_VALUE,
+                         "the signature value does not match the signed information: the "
+                         "signature was changed or made with another key") from None
+    except xmlsec.Error as exc:
+        raise _invalid(f"the signature could not be checked: {exc}") from None
+    return der, cert, sig_bytes
+
+
+def _strict_b64decode(text: str) -> bytes:
+    """Base64 in its one canonical spelling: a decoder ignores the spare bits of the
+    last character, so without this check four documents would carry one signature."""
+    data = base64.b64decode(text, validate=True)
+    if _b64(data) != text:
+        raise ValueError("base64 is not in canonical form")
+    return data
+
+
+def _digest_matches(alg: str, data: bytes, expected: str) -> bool:
+    return expected.isascii() and \
+        hmac.compare_digest(_b64(_DIGESTS[alg](data).digest()), expected)
+
+
+def _unescape(text: str) -> str:
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+def _content_type_mismatch(sent: str, signed: Optional[str]) -> XRoadError:
+    return XRoadError(errors.INVALID_SIGNATURE_VALUE,
+                      f"the message was sent as {sent!r} but signed as {signed!r}")
+
+
+def _time(text: Optional[str], what: str) -> datetime:
+    text = (text or "").strip()
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        value = None
+    if value is None or value.tzinfo is None:
+        raise XRoadError(errors.INVALID_TIMESTAMP,
+                         f"the signature's {what} time is missing or not an ISO 8601 UTC "
+                         f"time: {text!r}")
+    return value
+
+
+def verify_message(data: bytes, content_type: str, signature: Optional[bytes],
+                   trust: TrustAnchor, *, now: Optional[datetime] = None,
+                   max_skew: int = 300) -> VerifiedMessage:
+    """Verify ``signature`` over ``data`` received as ``content_type``; the signer's
+    certificate must be trusted and valid now, the signature fresh."""
+    if signature is None:
+        raise _invalid(f"the message is not signed: no {SIGNATURE_HEADER} header")
+    checked = _check(data, content_type, signature, None)
+    now = _aware(now)
+    trust.validate(checked.cert, now=now, usage="signing")
+    created = _time(checked.created, "creation")
+    expires = _time(checked.expires, "expiry")
+    skew = timedelta(seconds=max_skew)
+    if created > now + skew:
+        raise XRoadError(errors.INVALID_TIMESTAMP,
+                         f"the message was created in the future ({_utc_text(created)}, "
+                         f"now {_utc_text(now)}): check the clocks of both servers")
+    if expires < now - skew:
+        raise XRoadError(errors.INVALID_TIMESTAMP,
+                         f"the message expired at {_utc_text(expires)} (now "
+                         f"{_utc_text(now)}): it is too old or a clock is wrong")
+    return VerifiedMessage(checked.cert, checked.cert_der, created,
+                           checked.signature_value, checked.request_hash)
+
+
+# ------------------------------------------------ why a document was refused
+#
+# Only for documents that are not in the exact form: parse them and say what is wrong
+# (a missing reference, a foreign algorithm, a changed property ...).  This path never
+# accepts a document.
+
+def _explain_refusal(data: bytes, content_type: str, signature: bytes,
+                     cert_der: Optional[bytes]) -> NoReturn:
+    root = _parse(signature)
+    signed_info, value_el, key_info, obj = _shape(
+        root, (_DS + "SignedInfo", _DS + "SignatureValue", _DS + "KeyInfo", _DS + "Object"),
+        "ds:Signature")
+    c14n, method, ref_msg, ref_props = _shape(
+        signed_info, (_DS + "CanonicalizationMethod", _DS + "SignatureMethod",
+                      _DS + "Reference", _DS + "Reference"), "ds:SignedInfo")
+    _algorithm(c14n, (EXC_C14N,), "canonicalization method")
+    method_uri = _algorithm(method, _ALLOWED_SIG, "signature method")
+    msg_alg, msg_digest = _reference(ref_msg, MESSAGE_URI, transforms=False)
+    props_alg, props_digest = _reference(ref_props, f"#{PROPS_ID}", transforms=True)
+    if set(obj.attrib) != {"Id"} or obj.get("Id") != PROPS_ID:
+        raise _invalid(f"ds:Object must have exactly Id={PROPS_ID!r}")
+    (props,) = _shape(obj, (_T + "properties",), "ds:Object")
+    (x509data,) = _shape(key_info, (_DS + "X509Data",), "ds:KeyInfo")
+    (cert_el,) = _shape(x509data, (_DS + "X509Certificate",), "ds:X509Data")
+    try:
+        props_c14n = etree.tostring(obj, method="c14n", exclusive=True)
+        signed_info_c14n = etree.tostring(signed_info, method="c14n", exclusive=True)
+    except etree.C14NError as exc:      # e.g. a relative namespace URI
+        raise _invalid(f"the signature cannot be canonicalised: {exc}") from None
+    _check_crypto(data, cert_der, _squeeze(cert_el.text), method_uri, msg_alg, msg_digest,
+                  props_alg, props_digest, props_c14n, signed_info_c14n,
+                  _squeeze(value_el.text))
+    signed_type = props.findtext(f"{_T}contentType")
+    if signed_type != content_type:
+        raise _content_type_mismatch(content_type, signed_type)
+    _time(props.findtext(f"{_W}Timestamp/{_W}Created"), "creation")
+    _time(props.findtext(f"{_W}Timestamp/{_W}Expires"), "expiry")
+    raise _invalid("the signature document is not in the exact form tunduk servers "
+                   "write (it was re-serialised, or made by other software)")
+
+
+def _squeeze(text: Optional[str]) -> str:
+    return "".join((text or "").split())
+
+
+def _parse(signature: bytes) -> etree._Element:
+    # Only the element, in UTF-8: the message log embeds these bytes as they came, so
+    # nothing may stand before or after it (an XML declaration there, or another
+    # encoding, would make the logged record unreadable).
+    if not signature.startswith(b"<") or signature[1:2] in (b"?", b"!"):
+        raise _invalid("the signature document must be the ds:Signature element alone, "
+                       "in UTF-8, without an XML declaration")
+    try:
+        root = etree.fromstring(signature, _fragment_parser())
+    except etree.XMLSyntaxError as exc:
+        raise _invalid(f"the signature document is not well-formed XML: {exc}") from None
+    if root.getroottree().docinfo.doctype:
+        raise _invalid("the signature document must not have a DOCTYPE")
+    if root.getprevious() is not None or root.getnext() is not None:
+        raise _invalid("the signature document must hold nothing but ds:Signature")
+    if root.tag != _DS + "Signature":
+        raise _invalid(f"the signature document is a {etree.QName(root).localname}, "
+                       "not a ds:Signature")
+    return root
+
 
 def _elements(parent: etree._Element) -> list[etree._Element]:
     """Child elements; comments, processing instructions and text are refused."""
@@ -175,139 +443,10 @@ def _reference(ref: etree._Element, uri: str, transforms: bool) -> tuple[str, st
         method, value = _shape(ref, (_DS + "DigestMethod", _DS + "DigestValue"),
                                f"reference {uri}")
     alg = _algorithm(method, _DIGESTS, f"reference {uri} digest method")
-    return alg, "".join((value.text or "").split())
+    return alg, _squeeze(value.text)
 
 
-def _digest_matches(alg: str, data: bytes, expected: str) -> bool:
-    return expected.isascii() and \
-        hmac.compare_digest(_b64(_DIGESTS[alg](data).digest()), expected)
-
-
-def _time(props: etree._Element, tag: str, what: str) -> datetime:
-    el = props.find(f"{_W}Timestamp/{_W}{tag}")
-    text = (el.text or "").strip() if el is not None else ""
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        value = None
-    if value is None or value.tzinfo is None:
-        raise XRoadError(errors.INVALID_TIMESTAMP,
-                         f"the signature's {what} time is missing or not an ISO 8601 UTC "
-                         f"time: {text!r}")
-    return value
-
-
-def _parse(signature: bytes) -> etree._Element:
-    if len(signature) > MAX_SIGNATURE_BYTES:
-        raise _invalid(f"the signature document is larger than {MAX_SIGNATURE_BYTES} bytes")
-    # Only the element, in UTF-8: the message log embeds these bytes as they came, so
-    # nothing may stand before or after it (an XML declaration there, or another
-    # encoding, would make the logged record unreadable).
-    if not signature.startswith(b"<") or signature[1:2] in (b"?", b"!"):
-        raise _invalid("the signature document must be the ds:Signature element alone, "
-                       "in UTF-8, without an XML declaration")
-    try:
-        root = etree.fromstring(signature, _fragment_parser())
-    except etree.XMLSyntaxError as exc:
-        raise _invalid(f"the signature document is not well-formed XML: {exc}") from None
-    if root.getroottree().docinfo.doctype:
-        raise _invalid("the signature document must not have a DOCTYPE")
-    if root.getprevious() is not None or root.getnext() is not None:
-        raise _invalid("the signature document must hold nothing but ds:Signature")
-    if root.tag != _DS + "Signature":
-        raise _invalid(f"the signature document is a {etree.QName(root).localname}, "
-                       "not a ds:Signature")
-    return root
-
-
-def _check(data: bytes, content_type: str, signature: bytes, cert_der: Optional[bytes]
-           ) -> tuple[bytes, "x509.Certificate", bytes, etree._Element, type]:
-    """Shape, digests and signature value (not the certificate's trust or the times).
-    Returns (certificate DER, certificate, signature value, properties, key type)."""
-    root = _parse(signature)
-    signed_info, value_el, key_info, obj = _shape(
-        root, (_DS + "SignedInfo", _DS + "SignatureValue", _DS + "KeyInfo", _DS + "Object"),
-        "ds:Signature")
-    c14n, method, ref_msg, ref_props = _shape(
-        signed_info, (_DS + "CanonicalizationMethod", _DS + "SignatureMethod",
-                      _DS + "Reference", _DS + "Reference"), "ds:SignedInfo")
-    _algorithm(c14n, (EXC_C14N,), "canonicalization method")
-    method_uri = _algorithm(method, _ALLOWED_SIG, "signature method")
-    msg_alg, msg_digest = _reference(ref_msg, MESSAGE_URI, transforms=False)
-    props_alg, props_digest = _reference(ref_props, f"#{PROPS_ID}", transforms=True)
-    if set(obj.attrib) != {"Id"} or obj.get("Id") != PROPS_ID:
-        raise _invalid(f"ds:Object must have exactly Id={PROPS_ID!r}")
-    (props,) = _shape(obj, (_T + "properties",), "ds:Object")
-    (x509data,) = _shape(key_info, (_DS + "X509Data",), "ds:KeyInfo")
-    (cert_el,) = _shape(x509data, (_DS + "X509Certificate",), "ds:X509Data")
-    try:
-        der = base64.b64decode("".join((cert_el.text or "").split()), validate=True)
-        cert, xkey, key_type = _peer_cert(der)
-    except (ValueError, TypeError, UnsupportedAlgorithm, xmlsec.Error) as exc:
-        raise XRoadError(errors.INCORRECT_CERTIFICATE,
-                         f"the signer certificate in the signature cannot be read: {exc}")
-    if cert_der is not None and der != cert_der:
-        raise _invalid("the signature's certificate is not the logged signer certificate")
-    if key_type is not _ALLOWED_SIG[method_uri]:
-        raise _invalid(f"signature method {method_uri} does not match the signer's "
-                       "certificate key type")
-    if not _digest_matches(msg_alg, data, msg_digest):
-        raise XRoadError(errors.INVALID_SIGNATURE_VALUE,
-                         "the signature does not match the message: the message was "
-                         "changed after signing")
-    if not _digest_matches(props_alg, etree.tostring(obj, method="c14n", exclusive=True),
-                           props_digest):
-        raise XRoadError(errors.INVALID_SIGNATURE_VALUE,
-                         "the signature does not match its properties (content type, "
-                         "time): they were changed after signing")
-    try:
-        sig_bytes = base64.b64decode("".join((value_el.text or "").split()), validate=True)
-    except ValueError:
-        raise _invalid("ds:SignatureValue is not base64") from None
-    ctx = xmlsec.SignatureContext()
-    try:
-        ctx.key = xkey
-        ctx.verify_binary(etree.tostring(signed_info, method="c14n", exclusive=True),
-                          _XMLSEC_TRANSFORMS[method_uri], sig_bytes)
-    except xmlsec.VerificationError:
-        raise XRoadError(errors.INVALID_SIGNATURE_VALUE,
-                         "the signature value does not match the signed information: the "
-                         "signature was changed or made with another key") from None
-    except xmlsec.Error as exc:
-        raise _invalid(f"the signature could not be checked: {exc}") from None
-    signed_type = props.findtext(f"{_T}contentType")
-    if signed_type != content_type:
-        raise XRoadError(errors.INVALID_SIGNATURE_VALUE,
-                         f"the message was sent as {content_type!r} but signed as "
-                         f"{signed_type!r}")
-    return der, cert, sig_bytes, props, key_type
-
-
-def verify_message(data: bytes, content_type: str, signature: Optional[bytes],
-                   trust: TrustAnchor, *, now: Optional[datetime] = None,
-                   max_skew: int = 300) -> VerifiedMessage:
-    """Verify ``signature`` over ``data`` received as ``content_type``; the signer's
-    certificate must be trusted and valid now, the signature fresh."""
-    if signature is None:
-        raise _invalid(f"the message is not signed: no {SIGNATURE_HEADER} header")
-    der, cert, sig_bytes, props, _ = _check(data, content_type, signature, None)
-    now = _aware(now)
-    trust.validate(cert, now=now, usage="signing")
-    created = _time(props, "Created", "creation")
-    expires = _time(props, "Expires", "expiry")
-    skew = timedelta(seconds=max_skew)
-    if created > now + skew:
-        raise XRoadError(errors.INVALID_TIMESTAMP,
-                         f"the message was created in the future ({_utc_text(created)}, "
-                         f"now {_utc_text(now)}): check the clocks of both servers")
-    if expires < now - skew:
-        raise XRoadError(errors.INVALID_TIMESTAMP,
-                         f"the message expired at {_utc_text(expires)} (now "
-                         f"{_utc_text(now)}): it is too old or a clock is wrong")
-    rh = props.findtext(f"{_T}requestHash")
-    return VerifiedMessage(cert, der, created, sig_bytes,
-                           rh.strip() if rh is not None else None)
-
+# ------------------------------------------------------------------------ offline
 
 def check_logged(data: bytes, content_type: str, signature: bytes,
                  cert_der: bytes) -> Optional[str]:

@@ -18,6 +18,10 @@ from .detached import escape
 from .envelope import Envelope
 
 CONTAINER_NS = "urn:tunduk:xsd:messagelog:1"
+# The end tags around the signature document: archive verification cuts the document
+# out between them, byte for byte (messagelog/envelope_check.py).
+MESSAGE_END = b"</tdk:message>"
+CONTAINER_END = b"</tdk:signedMessage>"
 
 
 
@@ -41,8 +45,7 @@ def signed_message(raw: bytes, content_type: str, signature: bytes) -> bytes:
     return b"".join([
         b'<tdk:signedMessage xmlns:tdk="', CONTAINER_NS.encode(), b'"><tdk:message',
         b' contentType="', _attribute(content_type).encode("utf-8"), b'">',
-        binascii.b2a_base64(raw, newline=False), b"</tdk:message>", signature,
-        b"</tdk:signedMessage>"])
+        binascii.b2a_base64(raw, newline=False), MESSAGE_END, signature, CONTAINER_END])
 
 
 def make_record(env: Envelope, raw: bytes, *, direction: str, side: str,

@@ -155,13 +155,17 @@ class TrustAnchor:
         if ca is None:
             raise XRoadError(errors.CERT_VALIDATION,
                              f"certificate {_subject(cert)!r} (issuer "
-                             f"{cert.issuer.rfc4514_string()!r}) was not issued by a "
+                             f"{_name(lambda: cert.issuer)!r}) was not issued by a "
                              "trusted CA of this federation")
         try:
             ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
         except x509.ExtensionNotFound:
             raise XRoadError(errors.CERT_VALIDATION,
                              f"certificate {_subject(cert)!r} has no keyUsage extension")
+        except ValueError as exc:       # the extensions are parsed only now
+            raise XRoadError(errors.CERT_VALIDATION,
+                             f"certificate {_subject(cert)!r} has unreadable extensions: "
+                             f"{exc}")
         ok = (ku.digital_signature or ku.content_commitment) if usage == "signing" \
             else ku.digital_signature
         if not ok:
@@ -209,7 +213,16 @@ def _aware(now: Optional[datetime]) -> datetime:
 
 
 def _subject(cert: x509.Certificate) -> str:
-    return cert.subject.rfc4514_string()
+    return _name(lambda: cert.subject)
+
+
+def _name(read) -> str:
+    """A certificate name for a message; the library parses names only when read, so
+    a malformed one would otherwise turn a refusal into a crash."""
+    try:
+        return read().rfc4514_string()
+    except ValueError:
+        return "(unreadable name)"
 
 
 _local = threading.local()

@@ -20,7 +20,7 @@ from lxml import etree
 
 from ..core import detached
 from ..core.envelope import parse_xml
-from ..core.records import CONTAINER_NS
+from ..core.records import CONTAINER_END, CONTAINER_NS, MESSAGE_END
 
 DSIG_NS = "http://www.w3.org/2000/09/xmldsig#"
 SOAP11_NS = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -41,7 +41,8 @@ _CONTAINER = f"{{{CONTAINER_NS}}}signedMessage"
 _MESSAGE = f"{{{CONTAINER_NS}}}message"
 
 
-def _unpack(root: etree._Element) -> Optional[tuple[bytes, str, bytes]]:
+def _unpack(root: etree._Element, envelope: bytes
+            ) -> Optional[tuple[bytes, str, bytes]]:
     """(signed bytes, their Content-Type, signature document) of a container record,
     None for an older in-envelope record; ValueError if the container is malformed."""
     if root.tag != _CONTAINER:
@@ -53,20 +54,29 @@ def _unpack(root: etree._Element) -> Optional[tuple[bytes, str, bytes]]:
                          "ds:Signature")
     msg = children[0]
     data = base64.b64decode("".join((msg.text or "").split()), validate=True)
-    return data, msg.get("contentType") or "", etree.tostring(children[1])
+    return data, msg.get("contentType") or "", _signature_bytes(envelope)
+
+
+def _signature_bytes(envelope: bytes) -> bytes:
+    """The signature document exactly as it was received and logged: it verifies only
+    in that form (core/detached.py), and lxml would re-serialise it."""
+    start = envelope.find(MESSAGE_END)
+    if start < 0 or not envelope.endswith(CONTAINER_END):
+        raise ValueError("the signedMessage container is not in the form tunduk writes")
+    return envelope[start + len(MESSAGE_END):-len(CONTAINER_END)]
 
 
 def logged_message(envelope: bytes) -> bytes:
     """The signed message bytes a record holds (the envelope itself for records written
     before detached signatures)."""
-    packed = _unpack(_parse(envelope))
+    packed = _unpack(_parse(envelope), envelope)
     return envelope if packed is None else packed[0]
 
 
 def body_hashes(envelope: bytes) -> set[str]:
     """SHA-256 hex of the Body in the canonical forms a pipeline may have used."""
     root = _parse(envelope)
-    packed = _unpack(root)
+    packed = _unpack(root, envelope)
     if packed is not None:
         root = parse_xml(packed[0], packed[1])
     body = root.find(f"{{{SOAP11_NS}}}Body")
@@ -84,7 +94,7 @@ def check_signature(envelope: bytes, cert_der: bytes) -> Optional[str]:
     otherwise what is wrong."""
     try:
         root = _parse(envelope)
-        packed = _unpack(root)
+        packed = _unpack(root, envelope)
     except Exception as exc:
         return f"envelope is not well-formed XML ({exc})"
     if packed is not None:

@@ -238,3 +238,29 @@ def test_content_type_with_a_tab_is_logged_so_that_it_verifies_later(key):
 def test_content_type_with_control_characters_is_not_signed(key):
     expect(errors.INVALID_CONTENT_TYPE, detached.sign_message, MESSAGE,
            "text/xml; x=\x01", key)
+
+
+def test_a_re_serialised_signature_is_refused_with_the_reason(key, trust):
+    # lxml writes empty elements as <x/>: the same XML, not the bytes that were signed
+    sig = etree.tostring(etree.fromstring(sign(key)))
+    assert sig != sign(key)
+    err = expect(errors.INVALID_SIGNATURE, verify, sig, trust)
+    assert "exact form" in err.message
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")   # forged certificates
+def test_every_single_byte_change_is_refused(key, trust):
+    """No byte of the document can change and still verify: the exact form leaves no
+    slack (no whitespace, no second base64 spelling, no other prefix or quoting)."""
+    sig = sign(key, request_hash="abc=")
+    accepted = []
+    for i in range(len(sig)):
+        for new in {sig[i] ^ 1, ord(" ") if sig[i] != ord(" ") else ord("x")}:
+            changed = sig[:i] + bytes([new]) + sig[i + 1:]
+            try:
+                verify(changed, trust)
+            except XRoadError:
+                continue
+            accepted.append((i, chr(sig[i]), chr(new)))
+    assert accepted == []
+
