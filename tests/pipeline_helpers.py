@@ -8,6 +8,8 @@ from tunduk.server.messagelog import NullLog
 class RecordingLog(NullLog):
     """A message log that keeps the records in a list."""
 
+    enabled = True
+
     def __init__(self):
         self.records = []
 

@@ -26,7 +26,6 @@ from . import detached, errors, exchange, mime, signing
 from .envelope import (Envelope, check_soap_action, envelope_from_parts, parse_envelope,
                        plain_utf8, serialize)
 from .errors import XRoadError
-from .records import make_record
 from .side import Side
 from .tags import in_namespace
 
@@ -103,9 +102,9 @@ class ClientSide(Side):
         signature = detached.sign_message(signed, signed_type, self.signer,
                                           request_hash=digest)
         # The log keeps the signed SOAP part; it names the attachments' digests.
-        self.log.log(make_record(env, signed, direction="request", side="client",
-                                 cert_der=self.signer.cert_der, content_type=signed_type,
-                                 signature=signature))
+        self.keep(env, signed, direction="request", side="client",
+                  cert_der=self.signer.cert_der, content_type=signed_type,
+                  signature=signature)
         return PendingExchange(env, digest, body, targets, soap_action, signature,
                                content_type=ctype)
 
@@ -164,9 +163,9 @@ class ClientSide(Side):
         self.check_consistency(pending, env)
         exchange.check_attachments(header, msg.attachments if msg else (), "response")
         pending.response_is_fault = env.is_fault
-        self.log.log(make_record(env, soap, direction="response", side="client",
-                                 cert_der=verified.cert_der, service=str(service),
-                                 content_type=soap_type, signature=signature))
+        self.keep(env, soap, direction="response", side="client",
+                  cert_der=verified.cert_der, service=str(service),
+                  content_type=soap_type, signature=signature)
         if msg is None:
             if plain_utf8(soap, soap_type):    # the provider's bytes, unchanged
                 pending.response_content_type = soap_type

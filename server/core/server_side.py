@@ -33,7 +33,6 @@ from .envelope import (HEADER, REQUEST_HASH, Envelope, XRoadHeaders, envelope_fr
                        parse_envelope, plain_utf8, read_xroad_headers, serialize)
 from .errors import XRoadError
 from .identifiers import XROAD_NS, ServiceId
-from .records import make_record
 from .side import Side
 from .tags import in_namespace
 
@@ -90,9 +89,9 @@ class ServerSide(Side):
             self.check_access(env)
         else:
             service = None       # every authenticated member may ask (as X-Road)
-        self.log.log(make_record(env, soap, direction="request", side="server",
-                                 cert_der=verified.cert_der, content_type=soap_type,
-                                 signature=signature))
+        self.keep(env, soap, direction="request", side="server",
+                  cert_der=verified.cert_der, content_type=soap_type,
+                  signature=signature)
         if msg is None:
             if plain_utf8(soap, soap_type):   # the client's bytes, unchanged
                 return AcceptedRequest(env, service, verified.request_hash, raw, meta,
@@ -213,10 +212,10 @@ class ServerSide(Side):
             out, accepted.response_content_type, signed_type = mime.replace_root_utf8(
                 msg, signed)
         signature = detached.sign_message(signed, signed_type, self.signer)
-        self.log.log(make_record(env, signed, direction="response", side="server",
-                                 cert_der=self.signer.cert_der,
-                                 service=str(accepted.request.xroad.service),
-                                 content_type=signed_type, signature=signature))
+        self.keep(env, signed, direction="response", side="server",
+                  cert_der=self.signer.cert_der,
+                  service=str(accepted.request.xroad.service),
+                  content_type=signed_type, signature=signature)
         accepted.response_signature = signature
         return out
 

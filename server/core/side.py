@@ -9,6 +9,7 @@ from ..conf.model import ServerConf
 from . import errors, mime
 from .envelope import parse_xml, split_envelope
 from .errors import XRoadError
+from .records import make_record
 from .signing import SigningKey, TrustAnchor
 
 
@@ -21,6 +22,13 @@ class Side:
         self.signer = signer
         self.trust = trust
         self.log = log
+
+    def keep(self, env, raw: bytes, **record) -> None:
+        """Log a signed message (durably, before the caller goes on).  Building the
+        record costs a base64 copy and a Body canonicalisation: skipped when the log is
+        off."""
+        if getattr(self.log, "enabled", True):
+            self.log.log(make_record(env, raw, **record))
 
     @staticmethod
     def parse_answer(raw: bytes, content_type: Optional[str], status: int, who: str

@@ -20,6 +20,8 @@ __all__ = ["LogRecord", "MessageLog", "NullLog", "StoreLog", "open_message_log",
 
 
 class MessageLog(Protocol):
+    enabled: bool       # False: records need not even be built (core/side.py)
+
     def log(self, record: LogRecord) -> None: ...
     def check_accepting(self) -> None: ...
     def status(self) -> dict: ...
@@ -28,6 +30,8 @@ class MessageLog(Protocol):
 
 class NullLog:
     """The message log switched off (backend = "off"): accepts and keeps nothing."""
+
+    enabled = False
 
     def log(self, record: LogRecord) -> None:
         return None
@@ -59,6 +63,8 @@ def store_factory(conf: MessageLogConf, data_dir: Path) -> Callable[[], object]:
 
 class StoreLog:
     """The message log over a SQL store, with group commit and optional time-stamping."""
+
+    enabled = True
 
     def __init__(self, conf: MessageLogConf, factory: Callable[[], object], server_id: str,
                  tsa_cert_der: Optional[bytes] = None, max_batch: int = 200) -> None:

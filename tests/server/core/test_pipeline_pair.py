@@ -11,9 +11,11 @@ from lxml import etree
 from tests.pipeline_helpers import side
 from tests.xroad_requests import request
 from tunduk.server.core import errors
+from tunduk.server.core import side as side_module
 from tunduk.server.core.client_side import ClientSide
 from tunduk.server.core.errors import XRoadError
 from tunduk.server.core.server_side import ServerSide
+from tunduk.server.messagelog import NullLog
 
 SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
 
@@ -50,6 +52,24 @@ def test_request_and_response_cross_both_pipelines(pair):
     assert rh.text == base64.b64encode(hashlib.sha512(raw).digest()).decode()
     assert [r.direction for r in consumer.log.records] == ["request", "response"]
     assert [r.direction for r in provider.log.records] == ["request", "response"]
+
+
+def test_with_the_log_off_no_record_is_even_built(pair, monkeypatch):
+    consumer, provider, peer = pair
+
+    class Off(NullLog):
+        def log(self, record):
+            raise AssertionError("a record was handed to a log that is off")
+    consumer.log = provider.log = Off()
+    built = []
+    monkeypatch.setattr(side_module, "make_record",
+                        lambda *a, **kw: built.append(kw) or None)
+    pending = consumer.prepare(request(), "text/xml")
+    accepted = provider.accept(pending.body, pending.content_type, peer, pending.signature)
+    signed = provider.respond(accepted, backend_answer(accepted.backend_body), "text/xml", 200)
+    consumer.finish(pending, signed, accepted.response_content_type, 200,
+                    accepted.response_signature)
+    assert built == []
 
 
 def test_response_to_another_request_is_refused(pair):
