@@ -23,7 +23,7 @@ import re
 import string
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import NamedTuple, NoReturn, Optional
+from typing import NamedTuple, Optional
 
 import xmlsec
 from cryptography import x509
@@ -201,13 +201,15 @@ class _Checked(NamedTuple):
 
 
 def _check(data: bytes, content_type: str, signature: bytes,
-           cert_der: Optional[bytes]) -> _Checked:
-    """Accept only a document in exactly the form ``sign_message`` writes.
+           cert_der: Optional[bytes], *, exact: bool = True) -> _Checked:
+    """Check a document in exactly the form ``sign_message`` writes.
 
     Matching the template is stricter than parsing it and needs no parser or
     canonicaliser: the SignedInfo and ds:Object are verified as the very bytes that
-    were signed and digested.  Anything else goes to ``_explain_refusal`` so that the
-    operator learns what is wrong with it."""
+    were signed and digested.  Any other document goes to ``_check_structure``, which
+    parses it and says what is wrong; with ``exact`` it is refused even if that finds
+    nothing (live messages), without it it is accepted then (records logged by an
+    older version, which accepted any formatting of the same XML)."""
     if len(signature) > MAX_SIGNATURE_BYTES:
         raise _invalid(f"the signature document is larger than {MAX_SIGNATURE_BYTES} bytes")
     try:
@@ -215,7 +217,12 @@ def _check(data: bytes, content_type: str, signature: bytes,
     except UnicodeDecodeError:
         m = None
     if m is None:
-        _explain_refusal(data, content_type, signature, cert_der)
+        checked = _check_structure(data, content_type, signature, cert_der)
+        if exact:
+            raise _invalid("the signature document is not in the exact form tunduk "
+                           "servers write (it was re-serialised, or made by other "
+                           "software)")
+        return checked
     der, cert, sig_bytes = _check_crypto(
         data, cert_der, m["certificate"], m["method"],
         m["message_digest_method"], m["message_digest"], m["props_digest_method"],
@@ -239,7 +246,8 @@ def _check_crypto(data: bytes, cert_der: Optional[bytes], cert_b64: str, method_
     try:
         der = _strict_b64decode(cert_b64)
         cert, xkey, key_type = _peer_cert(der)
-    except (ValueError, TypeError, UnsupportedAlgorithm, xmlsec.Error) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion,
+            xmlsec.Error) as exc:
         raise XRoadError(errors.INCORRECT_CERTIFICATE,
                          f"the signer certificate in the signature cannot be read: {exc}")
     if cert_der is not None and der != cert_der:
@@ -333,14 +341,14 @@ def verify_message(data: bytes, content_type: str, signature: Optional[bytes],
                            checked.signature_value, checked.request_hash)
 
 
-# ------------------------------------------------ why a document was refused
+# ------------------------------------------------ documents not in the exact form
 #
-# Only for documents that are not in the exact form: parse them and say what is wrong
-# (a missing reference, a foreign algorithm, a changed property ...).  This path never
-# accepts a document.
+# Parsed, shape-checked and canonicalised: says what is wrong with a document (a
+# missing reference, a foreign algorithm, a changed property ...) and lets archive
+# verification read records whose signature an older version accepted.
 
-def _explain_refusal(data: bytes, content_type: str, signature: bytes,
-                     cert_der: Optional[bytes]) -> NoReturn:
+def _check_structure(data: bytes, content_type: str, signature: bytes,
+                     cert_der: Optional[bytes]) -> _Checked:
     root = _parse(signature)
     signed_info, value_el, key_info, obj = _shape(
         root, (_DS + "SignedInfo", _DS + "SignatureValue", _DS + "KeyInfo", _DS + "Object"),
@@ -362,16 +370,16 @@ def _explain_refusal(data: bytes, content_type: str, signature: bytes,
         signed_info_c14n = etree.tostring(signed_info, method="c14n", exclusive=True)
     except etree.C14NError as exc:      # e.g. a relative namespace URI
         raise _invalid(f"the signature cannot be canonicalised: {exc}") from None
-    _check_crypto(data, cert_der, _squeeze(cert_el.text), method_uri, msg_alg, msg_digest,
-                  props_alg, props_digest, props_c14n, signed_info_c14n,
-                  _squeeze(value_el.text))
+    der, cert, sig_bytes = _check_crypto(
+        data, cert_der, _squeeze(cert_el.text), method_uri, msg_alg, msg_digest,
+        props_alg, props_digest, props_c14n, signed_info_c14n, _squeeze(value_el.text))
     signed_type = props.findtext(f"{_T}contentType")
     if signed_type != content_type:
         raise _content_type_mismatch(content_type, signed_type)
-    _time(props.findtext(f"{_W}Timestamp/{_W}Created"), "creation")
-    _time(props.findtext(f"{_W}Timestamp/{_W}Expires"), "expiry")
-    raise _invalid("the signature document is not in the exact form tunduk servers "
-                   "write (it was re-serialised, or made by other software)")
+    rh = props.findtext(f"{_T}requestHash")
+    return _Checked(der, cert, sig_bytes, props.findtext(f"{_W}Timestamp/{_W}Created"),
+                    props.findtext(f"{_W}Timestamp/{_W}Expires"),
+                    rh.strip() if rh is not None else None)
 
 
 def _squeeze(text: Optional[str]) -> str:
@@ -454,7 +462,7 @@ def check_logged(data: bytes, content_type: str, signature: bytes,
     the bytes and was made with ``cert_der``.  None if so, else what is wrong.  Trust
     and times are not checked: the certificate may have expired since."""
     try:
-        _check(data, content_type, signature, cert_der)
+        _check(data, content_type, signature, cert_der, exact=False)
     except XRoadError as exc:
         return exc.message
     return None

@@ -29,8 +29,10 @@ WSU_NS = ("http://docs.oasis-open.org/wss/2004/01/"
 
 
 def _parse(envelope: bytes) -> etree._Element:
+    # huge_tree: a message near the size limit is one base64 text node of over 10 MB
+    # (libxml2's default cap); records come from our own store, entities stay off.
     parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
-                             huge_tree=False, remove_comments=False)
+                             huge_tree=True, remove_comments=False)
     root = etree.fromstring(envelope, parser)
     if root.getroottree().docinfo.doctype:
         raise ValueError("envelope has a DOCTYPE")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
+import re
 from datetime import timedelta
 
 import pytest
@@ -264,3 +265,42 @@ def test_every_single_byte_change_is_refused(key, trust):
             accepted.append((i, chr(sig[i]), chr(new)))
     assert accepted == []
 
+
+
+def test_a_certificate_with_an_invalid_version_is_a_refusal_not_a_crash(key, trust):
+    der = key.cert_der
+    i = der.index(bytes.fromhex("a003020102"))        # [0] EXPLICIT INTEGER 2 (v3)
+    bad = der[:i + 4] + b"\x03" + der[i + 5:]
+    sig = sign(key).replace(key._cert_b64.encode(), base64.b64encode(bad))
+    expect(errors.INCORRECT_CERTIFICATE, verify, sig, trust)
+    assert "cannot be read" in detached.check_logged(MESSAGE, CTYPE, sig, key.cert_der)
+
+
+@pytest.mark.parametrize("reformat", [
+    lambda sig: etree.tostring(etree.fromstring(sig)),         # <x/> for empty elements
+    lambda sig: re.sub(rb"(<ds:SignatureValue>)([^<]*)", lambda m: m.group(1) + b"\n".join(
+        m.group(2)[i:i + 64] for i in range(0, len(m.group(2)), 64)), sig),   # wrapped
+])
+def test_records_in_another_formatting_still_verify_offline(key, trust, reformat):
+    """An older version accepted any formatting of the same XML and logged it as
+    received: archive verification must still read those records; live messages
+    must come in the exact form."""
+    sig = reformat(sign(key))
+    assert sig != sign(key)
+    assert detached.check_logged(MESSAGE, CTYPE, sig, key.cert_der) is None
+    assert "changed after signing" in detached.check_logged(MESSAGE + b"x", CTYPE, sig,
+                                                            key.cert_der)
+    assert "exact form" in expect(errors.INVALID_SIGNATURE, verify, sig, trust).message
+
+
+def test_a_record_of_a_large_message_verifies_offline(key, trust):
+    # one base64 text node of over 10 MB: libxml2's default cap on a text node
+    from tunduk.server.core.records import signed_message
+    from tunduk.server.messagelog import envelope_check
+    big = MESSAGE.replace(b"12345", b"<x>0123456789</x>" * 480_000)
+    assert len(big) * 4 // 3 > 10_000_000
+    sig = sign(key, data=big)
+    assert verify(sig, trust, data=big) is not None
+    logged = signed_message(big, CTYPE, sig)
+    assert envelope_check.check_signature(logged, key.cert_der) is None
+    assert envelope_check.logged_message(logged) == big
