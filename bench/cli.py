@@ -296,7 +296,7 @@ class Run:
         from .micro import SignBench, bench_messagelog
         key_pem, cert_pem = self._sign_material()["ECDSA P-256"]
         sb = SignBench(key_pem, cert_pem, self.ca.cert.read_bytes())
-        env, der = sb.signed_bytes, sb.key.cert_der
+        env, der = sb.logged_record(), sb.key.cert_der
         out: dict = {}
         self.results["micro"]["messagelog"] = out
         budget = self.a.micro_seconds

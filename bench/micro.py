@@ -19,7 +19,7 @@ import xmlsec
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from tunduk.server.core import detached, signing
+from tunduk.server.core import detached, records, signing
 from tunduk.server.core.envelope import parse_envelope
 
 from .payload import CONTENT_TYPE, echo_request
@@ -60,6 +60,10 @@ class SignBench:
         ctx = xmlsec.SignatureContext()
         ctx.key = self.raw_key
         self.raw_signature = ctx.sign_binary(self.message, self.raw_method)
+
+    def logged_record(self) -> bytes:
+        """What the message log keeps for this message (core/records.py)."""
+        return records.signed_message(self.message, CONTENT_TYPE, self.signature)
 
     def tunduk_sign(self, n: int) -> tuple[int, float]:
         t0 = time.perf_counter()

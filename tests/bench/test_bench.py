@@ -96,7 +96,7 @@ def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench-results")
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--duration", "1", "--warmup", "0",
-         "--micro-seconds", "0.1", "--only", "direct,off,sign,parse,pipeline",
+         "--micro-seconds", "0.1", "--only", "direct,off,sign,parse,mlog,pipeline",
          "--rounds", "2", "--key-types", "ec", "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=180)
     files = list(out.glob("*.json"))
