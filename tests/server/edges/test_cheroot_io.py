@@ -245,3 +245,68 @@ def test_chunked_body_at_the_limit_in_small_chunks_is_accepted(bounded_port):
                         b"Transfer-Encoding: chunked\r\n\r\n", body_chunks)
     assert answer.startswith(b"HTTP/1.1 200 ")
     assert answer.endswith(b"\r\n\r\n%d" % (MB // 10 * 10))
+
+
+# -- the header block reader ------------------------------------------------------
+
+def _headers_both_ways(head: bytes):
+    """(cheroot's HeaderReader, ours) on the same header bytes."""
+    from cheroot.server import HeaderReader, SizeCheckWrapper
+
+    from tunduk.server.edges.cheroot_io import MAX_HEAD_BYTES, HeaderBlockReader, SocketReader
+    out = []
+    for reader in (HeaderReader(), HeaderBlockReader()):
+        a, b = socket.socketpair()
+        with a, b:
+            a.sendall(head + b"BODY")
+            a.shutdown(socket.SHUT_WR)
+            rfile = SocketReader(b)
+            out.append((reader(SizeCheckWrapper(rfile, MAX_HEAD_BYTES)), rfile.read(4)))
+    return out
+
+
+@pytest.mark.parametrize("head", [
+    b"\r\n",
+    b"Host: x\r\n\r\n",
+    b"Host: x\r\nContent-Length: 12\r\nSOAPAction: \"urn:a\"\r\nx-tunduk-signature: "
+    + b"QUJD" * 700 + b"\r\n\r\n",
+    b"Accept: a\r\nAccept: b\r\nHost:x \t\r\nEmpty:\r\nweird-CASE: v:w\r\n\r\n",
+    b"X: a\rb\r\n\r\n",                         # a bare CR inside a value stays
+])
+def test_header_block_reader_reads_what_cheroot_reads(head):
+    theirs, ours = _headers_both_ways(head)
+    assert ours == theirs
+    assert ours[1] == b"BODY"                   # and leaves the body in the buffer
+
+
+def _status(port: int, request: bytes) -> bytes:
+    return _answer_to(port, request).split(b"\r\n", 1)[0]
+
+
+@pytest.mark.parametrize("head,status", [
+    (b"POST / HTTP/1.1\r\nHost: x\nContent-Length: 0\r\n\r\n", b"400"),     # bare LF
+    (b"POST / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  folded\r\n\r\n", b"400"),   # obs-fold
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length : 5\r\n\r\nhello", b"400"),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n", b"400"),
+    (b"POST / HTTP/1.1\r\nHost: x\r\n: empty name\r\n\r\n", b"400"),
+])
+def test_malformed_header_fields_are_refused(bounded_port, head, status):
+    assert _status(bounded_port, head).split(b" ")[1] == status
+
+
+def test_header_block_split_byte_by_byte_is_read(serve):
+    port = serve(_echo)
+    request = b"POST /h HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nX-B: 1\r\n\r\nok"
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(len(request)):
+            s.sendall(request[i:i + 1])
+            time.sleep(0.001)
+        assert _read_answers(s, 1) == [(200, b"/h|ok")]
+
+
+def test_header_block_over_the_limit_is_413(bounded_port):
+    from tunduk.server.edges.cheroot_io import MAX_HEAD_BYTES
+    many = b"".join(b"X-%d: %s\r\n" % (i, b"v" * 100) for i in range(MAX_HEAD_BYTES // 100))
+    answer = _answer_to(bounded_port, b"POST / HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n")
+    assert answer.startswith(b"HTTP/1.1 413 ")
