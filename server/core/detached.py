@@ -200,6 +200,23 @@ class _Checked(NamedTuple):
     request_hash: Optional[str]
 
 
+_WSSE_NS = (b"http://docs.oasis-open.org/wss/2004/01/"
+            b"oasis-200401-wss-wssecurity-secext-1.0.xsd")
+
+
+def _why_unsigned(data: bytes) -> str:
+    """What the operator should do about a message without a signature header."""
+    if _WSSE_NS in data:
+        return (f"the message is not signed the way this server expects: no "
+                f"{SIGNATURE_HEADER} header, but a WS-Security header inside the envelope "
+                "— the other security server runs a tunduk version from before detached "
+                "signatures; both servers of an exchange must run a version with them: "
+                "upgrade that server")
+    return (f"the message is not signed: no {SIGNATURE_HEADER} header (the sender is not "
+            "a tunduk security server, or something between the two servers removed the "
+            "header)")
+
+
 def _check(data: bytes, content_type: str, signature: bytes,
            cert_der: Optional[bytes], *, exact: bool = True) -> _Checked:
     """Check a document in exactly the form ``sign_message`` writes.
@@ -322,7 +339,7 @@ def verify_message(data: bytes, content_type: str, signature: Optional[bytes],
     """Verify ``signature`` over ``data`` received as ``content_type``; the signer's
     certificate must be trusted and valid now, the signature fresh."""
     if signature is None:
-        raise _invalid(f"the message is not signed: no {SIGNATURE_HEADER} header")
+        raise _invalid(_why_unsigned(data))
     checked = _check(data, content_type, signature, None)
     now = _aware(now)
     trust.validate(checked.cert, now=now, usage="signing")

@@ -304,3 +304,14 @@ def test_a_record_of_a_large_message_verifies_offline(key, trust):
     logged = signed_message(big, CTYPE, sig)
     assert envelope_check.check_signature(logged, key.cert_der) is None
     assert envelope_check.logged_message(logged) == big
+
+
+def test_a_message_signed_the_old_way_names_the_older_peer(trust):
+    old = MESSAGE.replace(b"<s:Body>", b'<s:Header><wsse:Security xmlns:wsse="http://docs.'
+                          b'oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-'
+                          b'1.0.xsd"/></s:Header><s:Body>')
+    err = expect(errors.INVALID_SIGNATURE, verify, None, trust, data=old)
+    assert "from before detached signatures" in err.message
+    assert "upgrade that server" in err.message
+    assert "not a tunduk security server" in expect(
+        errors.INVALID_SIGNATURE, verify, None, trust).message

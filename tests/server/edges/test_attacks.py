@@ -132,8 +132,20 @@ def test_forged_body_with_other_id_and_signed_original_kept(fed):
 
 
 def test_unsigned_request(fed):
-    assert send(fed, request()).fault_code in (
-        "Server.ServerProxy.InvalidMessage", "Server.ServerProxy.InvalidSignature")
+    reply = send(fed, request())
+    assert reply.fault_code == "Server.ServerProxy.InvalidSignature"
+    assert "no X-Tunduk-Signature header" in reply.fault_string
+
+
+def test_request_signed_the_old_way_tells_the_operator_to_upgrade_the_peer(fed):
+    # a tunduk server from before detached signatures signs inside the envelope
+    old = request().replace(b"<SOAP-ENV:Header>", b'<SOAP-ENV:Header><wsse:Security '
+                            b'xmlns:wsse="http://docs.oasis-open.org/wss/2004/01/oasis-'
+                            b'200401-wss-wssecurity-secext-1.0.xsd"/>', 1)
+    assert old != request()
+    reply = send(fed, old)
+    assert reply.fault_code == "Server.ServerProxy.InvalidSignature"
+    assert "upgrade that server" in reply.fault_string
 
 
 def test_signing_certificate_from_another_ca(fed, tmp_path):
