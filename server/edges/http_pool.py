@@ -49,6 +49,30 @@ class _NotSent(Exception):
     of the request reached the application, so it may go out on a fresh one."""
 
 
+class _CertificateRefused(Exception):
+    """The server refused our TLS client certificate.  With TLS 1.3 the client's side
+    of the handshake completes first and the refusal (an alert) arrives with the
+    first read or write; the server has handled no request on such a connection."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# Alerts a server sends while checking a client certificate, during the handshake.
+_CERTIFICATE_ALERTS = frozenset({
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED", "SSLV3_ALERT_BAD_CERTIFICATE",
+    "TLSV1_ALERT_UNKNOWN_CA", "SSLV3_ALERT_CERTIFICATE_EXPIRED",
+    "SSLV3_ALERT_CERTIFICATE_REVOKED", "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
+    "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE", "TLSV1_ALERT_ACCESS_DENIED",
+})
+
+
+def _certificate_refused(exc: BaseException, received: int) -> bool:
+    return not received and isinstance(exc, ssl.SSLError) \
+        and getattr(exc, "reason", None) in _CERTIFICATE_ALERTS
+
+
 class _BadResponse(Exception):
     pass
 
@@ -217,6 +241,13 @@ class Pool:
             conn.close()
             raise TransportError("the server closed the connection before the request "
                                  "was sent", sent=False) from exc
+        except _CertificateRefused as exc:
+            conn.close()
+            raise TransportError(
+                f"the server refused this server's TLS certificate ({exc.reason}) and "
+                "handled no request: check that it trusts our federation CA and has "
+                "this server's authentication certificate registered",
+                sent=False) from exc
         except (OSError, httptools.HttpParserError, httptools.HttpParserUpgrade,
                 ResponseTooLarge, _BadResponse) as exc:
             conn.close()
@@ -272,6 +303,10 @@ class Pool:
             _send_within(sock, message, time.monotonic() + self.timeout)
         except _CLOSED_WHILE_SENDING as exc:
             send_failed = exc
+        except ssl.SSLError as exc:
+            if _certificate_refused(exc, 0):
+                raise _CertificateRefused(exc.reason) from exc
+            raise
         reader = _ResponseReader(self.max_response_bytes)
         parser = reader.parser
         received = 0
@@ -285,6 +320,10 @@ class Pool:
                 data = sock.recv(65536)
             except ssl.SSLEOFError:
                 data = None        # closed without close_notify
+            except ssl.SSLError as exc:
+                if _certificate_refused(exc, received):
+                    raise _CertificateRefused(exc.reason) from exc
+                raise
             except _CLOSED:
                 if send_failed is not None and not received:
                     raise _NotSent() from send_failed

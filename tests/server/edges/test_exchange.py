@@ -223,3 +223,73 @@ def test_request_over_the_providers_limit_gets_the_providers_fault(fed):
     assert (reply.status, reply.fault_code) == (413, "Server.ServerProxy.MessageTooLarge"), \
         (reply.status, reply.fault_code, reply.fault_string)
     assert "65536" in reply.fault_string
+
+
+@pytest.fixture
+def refusing_server(tmp_path):
+    """A TLS server that requires a client certificate from a CA nobody has: each
+    connection fails in the handshake (with TLS 1.3, after the client's side of it is
+    done).  Yields a function: (auth cert, auth key) → its port; counts connections."""
+    import socket
+    import ssl
+    import threading
+
+    from tunduk.server import pki
+    _ca_key, ca_cert = pki.create_ca(tmp_path / "nobodys-ca", name="nobody's CA")
+    listeners, seen = [], []
+
+    def start(cert, key) -> int:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(cert), str(key))
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(cafile=str(ca_cert))
+        listener = socket.create_server(("127.0.0.1", 0))
+        listeners.append(listener)
+
+        def serve() -> None:
+            while True:
+                try:
+                    raw, _ = listener.accept()
+                except OSError:
+                    return
+                try:
+                    seen.append(ctx.wrap_socket(raw, server_side=True).recv(65536))
+                except OSError:
+                    seen.append(None)           # the handshake failed, as intended
+                finally:
+                    raw.close()
+        threading.Thread(target=serve, daemon=True).start()
+        return listener.getsockname()[1]
+    start.seen = seen
+    yield start
+    for listener in listeners:
+        listener.close()
+
+
+def test_a_provider_server_that_refuses_our_certificate_is_skipped(
+        make_federation, echo_backend, refusing_server):
+    """The provider's first server refuses the consumer's TLS certificate: it handled
+    no request, so its second server is tried and answers."""
+    import tomllib
+
+    from tunduk.server.conf.write import write_federation_toml
+    from tunduk.server.node import Node
+    files = make_federation(services=[dict(SERVICES[0], url=echo_backend.url)],
+                            access=ACCESS[:1], messagelog={"backend": "off"})
+    port = refusing_server(files.provider.auth_cert, files.provider.auth_key)
+    doc = tomllib.loads(files.federation_toml.read_text())
+    first = {"owner": str(files.provider.member), "code": "ss0",
+             "address": f"127.0.0.1:{port}", "auth_certs": ["registry/auth.pem"]}
+    write_federation_toml(files.federation_toml, instance=doc["instance"],
+                          ca_certs=doc["ca_certs"], members=doc["members"],
+                          servers=[first, *doc["servers"]])
+    nodes = [Node.from_conf(files.provider.conf()).start(),
+             Node.from_conf(files.consumer.conf()).start()]
+    try:
+        reply = post(nodes[1].client_proxy_url, request())
+    finally:
+        for node in nodes:
+            node.stop()
+    assert reply.status == 200, reply.body
+    assert reply.xml().find(f"{{{SOAP}}}Body")[0].findtext("echo") == "21205199900011"
+    assert refusing_server.seen == [None]       # tried first, handled nothing

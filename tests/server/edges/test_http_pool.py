@@ -288,10 +288,9 @@ def test_request_is_never_sent_twice_when_the_server_closes_after_reading_it():
 # ------------------------------------------------------------------------ TLS
 
 @pytest.fixture(scope="module")
-def tls_material(tmp_path_factory):
-    """A self-signed server certificate and a client context that trusts only it."""
+def tls_files(tmp_path_factory):
+    """A self-signed server certificate: (cert path, key path, DER)."""
     import datetime
-    import ssl
 
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -308,16 +307,23 @@ def tls_material(tmp_path_factory):
                 [x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]), False)
             .sign(key, hashes.SHA256()))
     d = tmp_path_factory.mktemp("tls")
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    (d / "c.pem").write_bytes(cert_pem)
+    (d / "c.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     (d / "k.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
                                                 serialization.PrivateFormat.PKCS8,
                                                 serialization.NoEncryption()))
+    return str(d / "c.pem"), str(d / "k.pem"), cert.public_bytes(serialization.Encoding.DER)
+
+
+@pytest.fixture(scope="module")
+def tls_material(tls_files):
+    """A server context with that certificate and a client context trusting only it."""
+    import ssl
+    cert_path, key_path, der = tls_files
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_ctx.load_cert_chain(str(d / "c.pem"), str(d / "k.pem"))
-    client_ctx = ssl.create_default_context(cadata=cert_pem.decode())
+    server_ctx.load_cert_chain(cert_path, key_path)
+    client_ctx = ssl.create_default_context(cadata=ssl.DER_cert_to_PEM_cert(der))
     client_ctx.check_hostname = False
-    return server_ctx, client_ctx, cert.public_bytes(serialization.Encoding.DER)
+    return server_ctx, client_ctx, der
 
 
 def _tls_server(server_ctx, answer: bytes, *, clean_close: bool):
@@ -540,3 +546,30 @@ def test_connection_busy_when_the_pool_closes_is_closed_after_its_answer():
     finally:
         release.set()
         server.stop()
+
+
+@pytest.mark.parametrize("tls13", [True, False])
+def test_a_refused_client_certificate_means_the_request_was_not_handled(
+        tls_files, tls_material, tls13):
+    """With TLS 1.3 the refusal arrives after our side of the handshake is done, with
+    the first read: the request was written but the server never handled it, so
+    another server of the provider may be tried (sent=False)."""
+    import ssl
+    cert_path, key_path, der = tls_files
+    _server_ctx, client_ctx, _der = tls_material
+    strict = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    strict.load_cert_chain(cert_path, key_path)
+    strict.verify_mode = ssl.CERT_REQUIRED               # and the client has none
+    strict.load_verify_locations(cadata=ssl.DER_cert_to_PEM_cert(der))
+    if not tls13:
+        strict.maximum_version = ssl.TLSVersion.TLSv1_2
+    port, got, t = _tls_server(strict, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+                               clean_close=True)
+    with pytest.raises(TransportError) as ei:
+        Pool("127.0.0.1", port, ssl_context=client_ctx, timeout=5).post("/", b"<q/>", {})
+    t.join(5)
+    assert ei.value.sent is False
+    assert got == []                                     # the server handled nothing
+    # TLS 1.2: the handshake itself fails, before anything is written
+    assert ("refused this server's TLS certificate (TLSV13_ALERT_CERTIFICATE_REQUIRED)"
+            if tls13 else "TLS failure") in str(ei.value), str(ei.value)
