@@ -89,8 +89,8 @@ class SocketReader:
         bytes (MaxSizeExceeded beyond); ValueError for a bare LF (cheroot's rule: every
         line ends in CRLF) or a stream that ends first."""
         buf = self._buf
-        start = 0
-        while True:
+        start = checked = 0     # each byte is searched once: a head sent a byte at a
+        while True:             # time must not cost time quadratic in its size
             if buf[:2] == b"\r\n":
                 n = 2
                 break
@@ -98,11 +98,14 @@ class SocketReader:
             if end >= 0:
                 n = end + 3
                 break
-            if buf.count(b"\n") != buf.count(b"\r\n"):
-                raise ValueError("HTTP requires CRLF terminators")
+            lf = buf.find(b"\n", checked)
+            while lf >= 0:
+                if lf == 0 or buf[lf - 1] != 0x0D:
+                    raise ValueError("HTTP requires CRLF terminators")
+                lf = buf.find(b"\n", lf + 1)
             if len(buf) > limit:
                 raise cheroot_errors.MaxSizeExceeded
-            start = max(0, len(buf) - 2)
+            start = checked = max(0, len(buf) - 2)
             if not self._fill():
                 raise ValueError("Illegal end of headers.")
         if n > limit:

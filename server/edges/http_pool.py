@@ -230,13 +230,13 @@ class Pool:
         conn, reused = self._checkout()
         try:
             try:
-                return self._roundtrip(conn, message)
+                return self._roundtrip(conn, message, fresh=not reused)
             except _NotSent:
                 if not reused:
                     raise
                 conn.close()   # the peer had closed it while idle: one fresh try
                 conn = self._connect()
-                return self._roundtrip(conn, message)
+                return self._roundtrip(conn, message, fresh=True)
         except _NotSent as exc:
             conn.close()
             raise TransportError("the server closed the connection before the request "
@@ -293,7 +293,10 @@ class Pool:
                 from None
         return head + body if body else head
 
-    def _roundtrip(self, conn: _Connection, message: bytes) -> Response:
+    def _roundtrip(self, conn: _Connection, message: bytes, *, fresh: bool) -> Response:
+        """``fresh``: the connection was made for this request.  Only then can a
+        certificate alert mean that no request was handled: on a used connection
+        the server accepted our certificate long ago."""
         sock = conn.sock
         # A server may answer before reading the whole request (413 for a body over
         # its limit) and close, so that our send fails with a reset: the answer is
@@ -304,7 +307,7 @@ class Pool:
         except _CLOSED_WHILE_SENDING as exc:
             send_failed = exc
         except ssl.SSLError as exc:
-            if _certificate_refused(exc, 0):
+            if fresh and _certificate_refused(exc, 0):
                 raise _CertificateRefused(exc.reason) from exc
             raise
         reader = _ResponseReader(self.max_response_bytes)
@@ -321,7 +324,7 @@ class Pool:
             except ssl.SSLEOFError:
                 data = None        # closed without close_notify
             except ssl.SSLError as exc:
-                if _certificate_refused(exc, received):
+                if fresh and _certificate_refused(exc, received):
                     raise _CertificateRefused(exc.reason) from exc
                 raise
             except _CLOSED:

@@ -310,3 +310,28 @@ def test_header_block_over_the_limit_is_413(bounded_port):
     many = b"".join(b"X-%d: %s\r\n" % (i, b"v" * 100) for i in range(MAX_HEAD_BYTES // 100))
     answer = _answer_to(bounded_port, b"POST / HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n")
     assert answer.startswith(b"HTTP/1.1 413 ")
+
+
+def test_header_block_arriving_a_byte_at_a_time_is_read_and_checked():
+    """Each recv brings one byte (TLS records can be that small): line ends split
+    across reads still count, a bare LF is still found, and each byte is searched
+    once (a 16 KB head, byte by byte)."""
+    from cheroot.server import SizeCheckWrapper
+
+    from tunduk.server.edges.cheroot_io import MAX_HEAD_BYTES, HeaderBlockReader, SocketReader
+
+    class OneByte:
+        def __init__(self, data: bytes) -> None:
+            self.data = data
+
+        def recv(self, n: int) -> bytes:
+            out, self.data = self.data[:1], self.data[1:]
+            return out
+    fields = b"".join(b"X-%d: %s\r\n" % (i, b"v" * 60) for i in range(250))
+    head = fields + b"Host: x\r\n\r\n"
+    got = HeaderBlockReader()(SizeCheckWrapper(SocketReader(OneByte(head + b"BODY")),
+                                               MAX_HEAD_BYTES), {})
+    assert got[b"Host"] == b"x" and got[b"X-249"] == b"v" * 60 and len(got) == 251
+    with pytest.raises(ValueError, match="CRLF"):
+        HeaderBlockReader()(SizeCheckWrapper(SocketReader(OneByte(
+            fields + b"Bad: lf\nHost: x\r\n\r\n")), MAX_HEAD_BYTES), {})

@@ -573,3 +573,56 @@ def test_a_refused_client_certificate_means_the_request_was_not_handled(
     # TLS 1.2: the handshake itself fails, before anything is written
     assert ("refused this server's TLS certificate (TLSV13_ALERT_CERTIFICATE_REQUIRED)"
             if tls13 else "TLS failure") in str(ei.value), str(ei.value)
+
+
+class _AlertAfterRequest:
+    """A socket standing for a pooled TLS connection whose server, after reading our
+    request, sends a certificate alert (TLS 1.2 renegotiation or TLS 1.3
+    post-handshake authentication gone wrong): the request may have been handled."""
+
+    def __init__(self) -> None:
+        import socket
+        self.sent = b""
+        self._a, self._b = socket.socketpair()     # a real fd for the idle check
+
+    def fileno(self) -> int:
+        return self._a.fileno()
+
+    def settimeout(self, t) -> None:
+        pass
+
+    def send(self, data) -> int:
+        self.sent += bytes(data)
+        return len(data)
+
+    def recv(self, n: int) -> bytes:
+        import ssl
+        exc = ssl.SSLError(1, "[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] alert")
+        exc.reason = "TLSV13_ALERT_CERTIFICATE_REQUIRED"
+        raise exc
+
+    def close(self) -> None:
+        self._a.close()
+        self._b.close()
+
+
+def test_a_certificate_alert_on_a_used_connection_may_follow_a_handled_request():
+    from tunduk.server.edges.http_pool import _Connection
+    pool = Pool("127.0.0.1", free_port(), timeout=5)
+    sock = _AlertAfterRequest()
+    pool._idle.put(_Connection(sock, b"cert"))          # a connection used before
+    with pytest.raises(TransportError) as ei:
+        pool.post("/", b"<q/>", {})
+    assert sock.sent.startswith(b"POST / HTTP/1.1")      # the request went out
+    assert ei.value.sent is True                         # so no other server may get it
+
+
+def test_client_context_takes_no_later_certificate_request(tmp_path):
+    import ssl
+
+    from tunduk.server import pki
+    from tunduk.server.edges import tls
+    ca_key, ca_cert = pki.create_ca(tmp_path / "ca")
+    ctx = tls.client_context(ca_cert.read_bytes(), ca_cert, ca_key)
+    assert ctx.options & ssl.OP_NO_RENEGOTIATION
+    assert ctx.post_handshake_auth is False
