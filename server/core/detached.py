@@ -195,8 +195,8 @@ class _Checked(NamedTuple):
     cert_der: bytes
     cert: x509.Certificate
     signature_value: bytes
-    created: str
-    expires: str
+    created: Optional[str]       # None only from a logged document without them
+    expires: Optional[str]
     request_hash: Optional[str]
 
 

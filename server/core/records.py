@@ -24,7 +24,6 @@ MESSAGE_END = b"</tdk:message>"
 CONTAINER_END = b"</tdk:signedMessage>"
 
 
-
 def body_digest_hex(env: Envelope) -> str:
     """SHA-256 of the exclusive canonical Body, recomputed here (~10 µs) rather than read
     from the signature: a DigestValue is only trustworthy inside the verified SignedInfo,
