@@ -276,3 +276,13 @@ def test_a_single_round_reports_plain_ratios():
     line = next(ln for ln in report.table(res).splitlines() if "sqlite / direct" in ln)
     assert re.search(r"\|\s+0\.32 \|", line) and "PASS" in line, line
     assert "rounds" not in report.table(res)
+
+
+def test_asyncio_prototype_answers_as_tunduk_does():
+    """The measurement prototype (bench/prototypes) must still run the real core: one
+    echo exchange through it and through `tunduk run` gives the same bytes."""
+    proc = subprocess.run([sys.executable, "-m", "bench.prototypes.compare_asyncio",
+                           "--check-only"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "answers byte-identical: True" in proc.stdout
