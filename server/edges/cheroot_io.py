@@ -157,10 +157,11 @@ class SocketWriter:
 class HeaderBlockReader(cheroot_server.HeaderReader):
     """cheroot's header rules, applied to the whole header block at once.
 
-    Two rules are stricter than cheroot's, as RFC 9112 (5.1, 5.2) lets or makes a
+    Three rules are stricter than cheroot's, as RFC 9112 (5.1, 5.2) lets or makes a
     server be: a field continued on an indented line (obsolete folding; cheroot let
-    the continuation replace the value) and whitespace between a field name and its
-    colon (cheroot stripped it: a smuggling vector) are refused with 400.
+    the continuation replace the value), whitespace between a field name and its
+    colon (cheroot stripped it: a smuggling vector) and an empty field name are
+    refused with 400.
     """
 
     def __call__(self, rfile, hdict=None):

@@ -43,10 +43,9 @@ _CONTAINER = f"{{{CONTAINER_NS}}}signedMessage"
 _MESSAGE = f"{{{CONTAINER_NS}}}message"
 
 
-def _unpack(root: etree._Element, envelope: bytes
-            ) -> Optional[tuple[bytes, str, bytes]]:
-    """(signed bytes, their Content-Type, signature document) of a container record,
-    None for an older in-envelope record; ValueError if the container is malformed."""
+def _unpack(root: etree._Element) -> Optional[tuple[bytes, str]]:
+    """(signed bytes, their Content-Type) of a container record, None for an older
+    in-envelope record; ValueError if the container is malformed."""
     if root.tag != _CONTAINER:
         return None
     children = [c for c in root if isinstance(c.tag, str)]
@@ -56,7 +55,7 @@ def _unpack(root: etree._Element, envelope: bytes
                          "ds:Signature")
     msg = children[0]
     data = base64.b64decode("".join((msg.text or "").split()), validate=True)
-    return data, msg.get("contentType") or "", _signature_bytes(envelope)
+    return data, msg.get("contentType") or ""
 
 
 def _signature_bytes(envelope: bytes) -> bytes:
@@ -71,14 +70,14 @@ def _signature_bytes(envelope: bytes) -> bytes:
 def logged_message(envelope: bytes) -> bytes:
     """The signed message bytes a record holds (the envelope itself for records written
     before detached signatures)."""
-    packed = _unpack(_parse(envelope), envelope)
+    packed = _unpack(_parse(envelope))
     return envelope if packed is None else packed[0]
 
 
 def body_hashes(envelope: bytes) -> set[str]:
     """SHA-256 hex of the Body in the canonical forms a pipeline may have used."""
     root = _parse(envelope)
-    packed = _unpack(root, envelope)
+    packed = _unpack(root)
     if packed is not None:
         root = parse_xml(packed[0], packed[1])
     body = root.find(f"{{{SOAP11_NS}}}Body")
@@ -96,11 +95,12 @@ def check_signature(envelope: bytes, cert_der: bytes) -> Optional[str]:
     otherwise what is wrong."""
     try:
         root = _parse(envelope)
-        packed = _unpack(root, envelope)
+        packed = _unpack(root)
+        signature = _signature_bytes(envelope) if packed is not None else b""
     except Exception as exc:
         return f"envelope is not well-formed XML ({exc})"
     if packed is not None:
-        why = detached.check_logged(packed[0], packed[1], packed[2], cert_der)
+        why = detached.check_logged(packed[0], packed[1], signature, cert_der)
         return None if why is None else f"signature does not verify: {why}"
     sigs = root.findall(f".//{{{DSIG_NS}}}Signature")
     if not sigs:
