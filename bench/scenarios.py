@@ -111,12 +111,13 @@ class Federation:
 
     def __init__(self, base: Path, ca: DevCA, keys: KeySource, backend_url: str, *,
                  messagelog: dict, key_type: str, workers: int = 1,
-                 argv_for=None) -> None:
+                 argv_for=None, engine: Optional[str] = None) -> None:
         """``argv_for(server_toml, workers)``: how to start a server (``tunduk run``)."""
         argv_for = argv_for or (lambda conf, w: [*_tunduk_argv(), "run", str(conf),
                                                  "--workers", str(w)])
         self.files: FederationFiles = build_federation(
             base, ca, keys=keys, key_type=key_type, messagelog=messagelog,
+            listen={"engine": engine} if engine else None,
             services=[{"subsystem": "registry", "code": "echo", "version": "v1",
                        "url": backend_url, "title": "echo (benchmark)"}],
             access=[{"service": "registry/echo", "clients": ["KG/GOV/70000002/centre"]}])

@@ -159,12 +159,14 @@ def build_federation(base: Path, ca: DevCA, *,
                      messagelog: Optional[dict] = None,
                      consumer_legacy: Sequence[dict] = (),
                      extra_members: Sequence[dict] = (),
-                     extra_servers: Sequence[dict] = ()) -> FederationFiles:
+                     extra_servers: Sequence[dict] = (),
+                     listen: Optional[dict] = None) -> FederationFiles:
     """Write a complete two-server federation under ``base``.
 
     Ports are (client_proxy, server_proxy); free ports are picked when omitted.
     ``services``/``access`` are the provider's [[services]]/[[access]] tables (see
-    conf/server.example.toml); ``messagelog`` applies to both servers.
+    conf/server.example.toml); ``messagelog`` and ``listen`` (extra [listen] keys,
+    e.g. engine) apply to both servers.
     """
     base.mkdir(parents=True, exist_ok=True)
     keys = keys or KeySource(ca, base / "keys")
@@ -209,7 +211,7 @@ def build_federation(base: Path, ca: DevCA, *,
             s.server_toml, owner=str(s.member), code=s.code, clients=[s.subsystem],
             federation="../federation.toml", data_dir="var",
             listen={"client_proxy": f"127.0.0.1:{s.client_port}",
-                    "server_proxy": f"127.0.0.1:{s.server_port}"},
+                    "server_proxy": f"127.0.0.1:{s.server_port}", **(listen or {})},
             keys={"auth_key": "auth.key", "auth_cert": "auth.pem",
                   "sign_key": "sign.key", "sign_cert": "sign.pem"},
             services=svcs, access=acc, messagelog=messagelog, legacy=legacy)

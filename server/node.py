@@ -35,8 +35,10 @@ class Node:
     client_app: ClientProxyApp
     server_app: ServerProxyApp
     message_log: object
+    peer_context: object = None     # ssl.SSLContext for calls to other servers
     _servers: list = field(default_factory=list)
     _threads: list = field(default_factory=list)
+    _loop: object = None            # LoopThread of the asyncio engine, when started
 
     @classmethod
     def from_conf(cls, conf: ServerConf, *, message_log=None) -> "Node":
@@ -54,7 +56,7 @@ class Node:
         get_handler = _get_handler(conf, client_side, peers)
         client_app = ClientProxyApp(client_side, peers, get_handler)
         server_app = ServerProxyApp(server_side, Backends())
-        return cls(conf, client_app, server_app, message_log)
+        return cls(conf, client_app, server_app, message_log, peer_ctx)
 
     # -- serving ------------------------------------------------------------------
     def make_servers(self, *, reuse_port: bool = False) -> list:
@@ -76,6 +78,10 @@ class Node:
 
     def start(self) -> "Node":
         """Serve both proxies from background threads; returns once they listen."""
+        if self.conf.listen.engine == "asyncio":
+            from .edges.aio.engine import AioEngine, LoopThread
+            self._loop = LoopThread(AioEngine(self)).start()
+            return self
         self._servers = self.make_servers()
         for s in self._servers:
             s.prepare()
@@ -84,16 +90,27 @@ class Node:
             self._threads.append(t)
         return self
 
+    def _bound(self, index: int) -> tuple[str, int]:
+        if self._loop is not None:
+            return self._loop.engine.address(index)
+        if self._servers:
+            return self._servers[index].bind_addr
+        listen = self.conf.listen
+        return (listen.client_proxy, listen.server_proxy)[index]
+
     @property
     def client_proxy_url(self) -> str:
-        host, port = self._servers[0].bind_addr if self._servers else self.conf.listen.client_proxy
+        host, port = self._bound(0)
         return f"http://{host}:{port}"
 
     @property
     def server_proxy_address(self) -> tuple[str, int]:
-        return self._servers[1].bind_addr
+        return self._bound(1)
 
     def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.stop()
+            self._loop = None
         for s in self._servers:
             s.stop()
         for t in self._threads:

@@ -28,6 +28,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _serve_forever(conf, reuse_port: bool) -> None:
     from .node import Node
     node = Node.from_conf(conf)
+    if conf.listen.engine == "asyncio":
+        import asyncio
+
+        from .edges.aio.engine import AioEngine, serve_until_signalled
+        try:
+            asyncio.run(serve_until_signalled(AioEngine(node, reuse_port=reuse_port)))
+        finally:
+            node.stop()
+        return
     servers = node.make_servers(reuse_port=reuse_port)
     node._servers = servers
     import threading

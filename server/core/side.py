@@ -1,7 +1,8 @@
 """What both halves of a security server hold: configuration, keys, trust, message log."""
 from __future__ import annotations
 
-from typing import Optional
+from contextvars import ContextVar
+from typing import Callable, Optional
 
 from lxml import etree
 
@@ -11,6 +12,14 @@ from .envelope import parse_xml, split_envelope
 from .errors import XRoadError
 from .records import make_record
 from .signing import SigningKey, TrustAnchor
+
+
+#: Set by an event-loop edge (edges/aio) around one core step: the step's log records go
+#: to this collector (``collect(message_log, record)``) instead of being written and
+#: waited for on the spot; the edge waits for them before anything the step produced
+#: leaves the server, so a record is still durable before its message moves on.
+LOG_COLLECTOR: ContextVar[Optional[Callable[[object, object], None]]] = \
+    ContextVar("tunduk_log_collector", default=None)
 
 
 class Side:
@@ -28,7 +37,12 @@ class Side:
         record costs a base64 copy and a Body canonicalisation: skipped when the log is
         off."""
         if getattr(self.log, "enabled", True):
-            self.log.log(make_record(env, raw, **record))
+            made = make_record(env, raw, **record)
+            collect = LOG_COLLECTOR.get()
+            if collect is None:
+                self.log.log(made)
+            else:
+                collect(self.log, made)
 
     @staticmethod
     def parse_answer(raw: bytes, content_type: Optional[str], status: int, who: str

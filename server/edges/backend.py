@@ -25,6 +25,28 @@ def _with_wsdl_query(url: str) -> str:
     return url + ("&wsdl" if "?" in url else "?wsdl")
 
 
+def unreachable(service: LocalService, exc: TransportError) -> XRoadError:
+    # The caller may be another organisation: the backend's address and the socket
+    # error go to this server's log only, under the fault's id.
+    err = XRoadError(errors.SERVICE_FAILED,
+                     f"the service {service.id} could not be reached; the provider's "
+                     "operator can find the cause by the id in faultDetail")
+    log.warning("backend %s of %s failed [%s]: %s", service.backend_url, service.id,
+                err.detail_id, exc)
+    return err
+
+
+def request_headers(content_type: str, soap_action: Optional[str]) -> dict[str, str]:
+    headers = {"Content-Type": content_type}
+    if soap_action is not None:
+        headers["SOAPAction"] = soap_action
+    return headers
+
+
+def backend_path(url) -> str:
+    return (url.path or "/") + (f"?{url.query}" if url.query else "")
+
+
 class Backends:
     def __init__(self) -> None:
         self._pools: dict[tuple, Pool] = {}
@@ -46,9 +68,7 @@ class Backends:
 
     def call(self, service: LocalService, body: bytes, content_type: str,
              soap_action: Optional[str]) -> Response:
-        headers = {"Content-Type": content_type}
-        if soap_action is not None:
-            headers["SOAPAction"] = soap_action
+        headers = request_headers(content_type, soap_action)
         try:
             if service.spyne:
                 # A hosted spyne service: called in-process, no socket.
@@ -57,18 +77,9 @@ class Backends:
                 return Response(status, resp_headers, data)
             url = urlsplit(service.backend_url)
             pool = self._pool(url.scheme, url.hostname, url.port, service.timeout)
-            path = (url.path or "/") + (f"?{url.query}" if url.query else "")
-            return pool.post(path, body, headers)
+            return pool.post(backend_path(url), body, headers)
         except TransportError as exc:
-            # The caller may be another organisation: the backend's address and the
-            # socket error go to this server's log only, under the fault's id.
-            err = XRoadError(errors.SERVICE_FAILED,
-                             f"the service {service.id} could not be reached; the "
-                             "provider's operator can find the cause by the id in "
-                             "faultDetail")
-            log.warning("backend %s of %s failed [%s]: %s", service.backend_url, service.id,
-                        err.detail_id, exc)
-            raise err from None
+            raise unreachable(service, exc) from None
 
     def fetch_wsdl(self, service: LocalService) -> bytes:
         """The service's own WSDL: from the hosted spyne app, or by GET from the backend
@@ -81,9 +92,9 @@ class Backends:
             raise XRoadError(errors.WSDL_FAILED,
                              f"no WSDL location for service {service.id}: set wsdl_url "
                              "to an http(s):// URL in the configuration")
-        path = (url.path or "/") + (f"?{url.query}" if url.query else "")
         try:
-            resp = self._pool(url.scheme, url.hostname, url.port, service.timeout).get(path)
+            resp = self._pool(url.scheme, url.hostname, url.port, service.timeout).get(
+                backend_path(url))
         except TransportError as exc:
             raise XRoadError(errors.WSDL_FAILED,
                              f"could not fetch the WSDL of {service.id} from {location}: "

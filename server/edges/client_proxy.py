@@ -9,9 +9,9 @@ from ..core.client_side import (SIGNED_CONTENT_TYPE, ClientSide, PendingExchange
                                 check_content_type)
 from ..core.envelope import MAX_MESSAGE_BYTES
 from ..core.errors import Origin, PeerFault, XRoadError
-from ..core.faults import FAULT_CONTENT_TYPE, error_to_fault
+from ..core.faults import FAULT_CONTENT_TYPE
 from .http_pool import Pool, Pools, Response, TransportError, pin_to, split_host_port
-from .wsgi_util import internal_error, log, read_body, respond, respond_error
+from .wsgi_util import fault_body, internal_error, read_body, respond, respond_error
 
 ORIGIN = Origin.CLIENT_PROXY
 
@@ -35,31 +35,44 @@ class PeerClient:
 
     def send(self, pending: PendingExchange) -> Response:
         failures = []
+        headers = peer_headers(pending)
         for server in pending.targets:
             host, port = split_host_port(server.address)
             self._pins[(host, port)] = server.auth_cert_sha256
-            headers = {"Content-Type": pending.content_type,
-                       detached.SIGNATURE_HEADER: detached.header_value(pending.signature)}
-            if pending.soap_action is not None:
-                headers["SOAPAction"] = pending.soap_action
             try:
                 return self._by_address.get(host, port).post("/", pending.body, headers)
             except TransportError as exc:
                 failures.append(f"{server} at {server.address}: {exc}")
                 if exc.sent:
-                    # The request may have reached the provider: sending it to another
-                    # of its servers could run it twice.
-                    raise XRoadError(errors.NETWORK_ERROR,
-                                     "the exchange with the provider's security server "
-                                     f"failed after the request was sent ({failures[-1]}); "
-                                     "it may or may not have been processed") from None
-        raise XRoadError(errors.NETWORK_ERROR,
-                         "could not reach the provider's security server ("
-                         + "; ".join(failures) + "); check that it runs and that the "
-                         "federation configuration has its current address")
+                    raise failed_after_sending(failures[-1]) from None
+        raise not_reached(failures)
 
     def close(self) -> None:
         self._by_address.close()
+
+
+def peer_headers(pending: PendingExchange) -> dict[str, str]:
+    headers = {"Content-Type": pending.content_type,
+               detached.SIGNATURE_HEADER: detached.header_value(pending.signature)}
+    if pending.soap_action is not None:
+        headers["SOAPAction"] = pending.soap_action
+    return headers
+
+
+def failed_after_sending(failure: str) -> XRoadError:
+    # The request may have reached the provider: sending it to another of its
+    # servers could run it twice.
+    return XRoadError(errors.NETWORK_ERROR,
+                      "the exchange with the provider's security server failed after "
+                      f"the request was sent ({failure}); it may or may not have been "
+                      "processed")
+
+
+def not_reached(failures: list[str]) -> XRoadError:
+    return XRoadError(errors.NETWORK_ERROR,
+                      "could not reach the provider's security server ("
+                      + "; ".join(failures) + "); check that it runs and that the "
+                      "federation configuration has its current address")
 
 
 class ClientProxyApp:
@@ -123,17 +136,26 @@ class ClientProxyApp:
         try:
             pending = self.side.prepare(raw, content_type, soap_action)
             resp = self.peers.send(pending)
-            body = finish(self.side, pending, resp)
-            # SOAP 1.1 over HTTP: a Fault travels with status 500, also the service's own.
-            return ((500 if pending.response_is_fault else 200), body,
-                    pending.response_content_type)
-        except PeerFault as fault:
-            return fault.status if fault.status >= 400 else 500, fault.body, fault.content_type
-        except XRoadError as err:
-            headers = pending.request.xroad.elements if pending is not None else None
-            code, body = error_to_fault(err, ORIGIN, headers)
-            log.warning("fault %s [%s]: %s", code, err.detail_id, err.message)
-            return err.http_status, body, FAULT_CONTENT_TYPE
+            return answer(self.side, pending, resp)
+        except (PeerFault, XRoadError) as exc:
+            return fault_answer(exc, pending)
+
+
+def answer(side: ClientSide, pending: PendingExchange, resp: Response
+           ) -> tuple[int, bytes, str]:
+    body = finish(side, pending, resp)
+    # SOAP 1.1 over HTTP: a Fault travels with status 500, also the service's own.
+    return (500 if pending.response_is_fault else 200), body, pending.response_content_type
+
+
+def fault_answer(exc: Exception, pending: Optional[PendingExchange]
+                 ) -> tuple[int, bytes, str]:
+    """(status, body, content type) for a fault: the peer's as it came, or ours."""
+    if isinstance(exc, PeerFault):
+        return exc.status if exc.status >= 400 else 500, exc.body, exc.content_type
+    assert isinstance(exc, XRoadError)
+    headers = pending.request.xroad.elements if pending is not None else None
+    return exc.http_status, fault_body(exc, ORIGIN, headers), FAULT_CONTENT_TYPE
 
 
 def finish(side: ClientSide, pending: PendingExchange, resp: Response) -> bytes:

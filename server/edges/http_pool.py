@@ -193,7 +193,7 @@ class Pool:
         self.ssl_context = ssl_context
         self.timeout = timeout
         self.verify_peer = verify_peer
-        self._host_header = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self._host_header = host_header(host, port)
         self._idle: queue.LifoQueue = queue.LifoQueue(maxsize)
         self._closed = False
 
@@ -251,7 +251,7 @@ class Pool:
         except (OSError, httptools.HttpParserError, httptools.HttpParserUpgrade,
                 ResponseTooLarge, _BadResponse) as exc:
             conn.close()
-            raise TransportError(_describe(exc)) from exc
+            raise TransportError(describe(exc)) from exc
 
     def _checkout(self) -> tuple[_Connection, bool]:
         """An idle connection still open (closed ones are dropped), else a new one."""
@@ -271,27 +271,11 @@ class Pool:
         try:
             return self._new()
         except OSError as exc:
-            raise TransportError(_describe(exc), sent=False) from exc
+            raise TransportError(describe(exc), sent=False) from exc
 
     def _encode(self, method: str, path: str, body: Optional[bytes],
                 headers: dict[str, str]) -> bytes:
-        if not _TOKEN.match(method) or not _TARGET.match(path):
-            raise ValueError(f"invalid HTTP request line {method!r} {path!r}")
-        lines = [f"{method} {path} HTTP/1.1\r\nHost: {self._host_header}\r\n"]
-        for name, value in headers.items():
-            if not _TOKEN.match(name) or "\r" in value or "\n" in value or "\0" in value:
-                raise ValueError(f"invalid HTTP header {name!r}: a token name and a "
-                                 "value without line breaks are required")
-            lines.append(f"{name}: {value}\r\n")
-        if body is not None:
-            lines.append(f"Content-Length: {len(body)}\r\n")
-        lines.append("\r\n")
-        try:
-            head = "".join(lines).encode("latin-1")
-        except UnicodeEncodeError as exc:
-            raise ValueError(f"HTTP header with a character outside Latin-1: {exc}") \
-                from None
-        return head + body if body else head
+        return encode_request(self._host_header, method, path, body, headers)
 
     def _roundtrip(self, conn: _Connection, message: bytes, *, fresh: bool) -> Response:
         """``fresh``: the connection was made for this request.  Only then can a
@@ -398,6 +382,33 @@ class Pool:
                 return
 
 
+def host_header(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def encode_request(host: str, method: str, path: str, body: Optional[bytes],
+                   headers: dict[str, str]) -> bytes:
+    """One HTTP/1.1 request, head and body; ValueError for what cannot be sent (a
+    header value with a line break would be header injection)."""
+    if not _TOKEN.match(method) or not _TARGET.match(path):
+        raise ValueError(f"invalid HTTP request line {method!r} {path!r}")
+    lines = [f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n"]
+    for name, value in headers.items():
+        if not _TOKEN.match(name) or "\r" in value or "\n" in value or "\0" in value:
+            raise ValueError(f"invalid HTTP header {name!r}: a token name and a "
+                             "value without line breaks are required")
+        lines.append(f"{name}: {value}\r\n")
+    if body is not None:
+        lines.append(f"Content-Length: {len(body)}\r\n")
+    lines.append("\r\n")
+    try:
+        head = "".join(lines).encode("latin-1")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"HTTP header with a character outside Latin-1: {exc}") \
+            from None
+    return head + body if body else head
+
+
 def _send_within(sock, data: bytes, deadline: float) -> None:
     """``sendall`` bounded as a whole: a peer reading slowly cannot stretch it (an
     SSLSocket applies its timeout to each of its sends)."""
@@ -410,7 +421,8 @@ def _send_within(sock, data: bytes, deadline: float) -> None:
         view = view[sock.send(view):]
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
+    """What went wrong on the wire, in words for a fault or the log."""
     if isinstance(exc, (ResponseTooLarge, _BadResponse)):
         return str(exc)
     if isinstance(exc, httptools.HttpParserUpgrade):

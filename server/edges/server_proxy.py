@@ -21,6 +21,11 @@ def peer_cert_der(environ: dict) -> Optional[bytes]:
     return ssl.PEM_cert_to_DER_cert(pem) if pem else None
 
 
+def answer_headers(accepted: AcceptedRequest) -> list[tuple[str, str]]:
+    """Besides Content-Type: the signature of the response."""
+    return [(detached.SIGNATURE_HEADER, detached.header_value(accepted.response_signature))]
+
+
 class ServerProxyApp:
     def __init__(self, side: ServerSide, backends: Backends,
                  max_bytes: int = MAX_MESSAGE_BYTES) -> None:
@@ -38,24 +43,26 @@ class ServerProxyApp:
             signature = detached.from_header(environ.get(_SIGNATURE_ENV))
             accepted = self.side.accept(raw, environ.get("CONTENT_TYPE"),
                                         peer_cert_der(environ), signature)
-            if accepted.meta is not None:
-                body = self.side.respond(accepted, self.answer_meta(accepted),
-                                         BACKEND_CONTENT_TYPE, 200)
-            else:
-                soap_action = environ.get("HTTP_SOAPACTION")
-                check_soap_action(soap_action, accepted.request.xroad.service.service_code)
-                resp = self.backends.call(accepted.service, accepted.backend_body,
-                                          accepted.backend_content_type, soap_action)
-                body = self.side.respond(accepted, resp.body,
-                                         resp.headers.get("content-type"), resp.status)
+            body = self.answer(accepted, environ.get("HTTP_SOAPACTION"))
             return respond(start_response, 200, body, accepted.response_content_type,
-                           [(detached.SIGNATURE_HEADER,
-                             detached.header_value(accepted.response_signature))])
+                           answer_headers(accepted))
         except XRoadError as err:
             headers = accepted.request.xroad.elements if accepted is not None else None
             return respond_error(start_response, err, ORIGIN, headers)
         except Exception as exc:
             return respond_error(start_response, internal_error(exc), ORIGIN)
+
+    def answer(self, accepted: AcceptedRequest, soap_action: Optional[str]) -> bytes:
+        """The signed response to an accepted request: from a metaservice or the
+        backend (blocking)."""
+        if accepted.meta is not None:
+            return self.side.respond(accepted, self.answer_meta(accepted),
+                                     BACKEND_CONTENT_TYPE, 200)
+        check_soap_action(soap_action, accepted.request.xroad.service.service_code)
+        resp = self.backends.call(accepted.service, accepted.backend_body,
+                                  accepted.backend_content_type, soap_action)
+        return self.side.respond(accepted, resp.body, resp.headers.get("content-type"),
+                                 resp.status)
 
     def answer_meta(self, accepted: AcceptedRequest) -> bytes:
         """A metaservice's unsigned response, produced here instead of by a backend."""

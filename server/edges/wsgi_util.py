@@ -30,7 +30,7 @@ def read_body(environ: dict, limit: int) -> bytes:
     if length < 0:
         raise XRoadError(errors.INVALID_MESSAGE, "invalid Content-Length header")
     if length > limit:
-        raise _too_large(f"the message is {length} bytes; the limit is {limit}")
+        raise too_large(f"the message is {length} bytes; the limit is {limit}")
     stream = environ["wsgi.input"]
     if length:
         return stream.read(length)
@@ -53,12 +53,13 @@ def read_body(environ: dict, limit: int) -> bytes:
             raise XRoadError(errors.INVALID_MESSAGE,
                              f"invalid chunked transfer coding: {exc}") from None
         if data is None or len(data) > limit:
-            raise _too_large(f"the message exceeds {limit} bytes")
+            raise too_large(f"the message exceeds {limit} bytes")
         return data
     return b""
 
 
-def _too_large(message: str) -> XRoadError:
+def too_large(message: str) -> XRoadError:
+    """MessageTooLarge, answered with HTTP 413 (the connection is then closed)."""
     return XRoadError(errors.MESSAGE_TOO_LARGE, message, http_status=413)
 
 
@@ -71,11 +72,17 @@ def respond(start_response, status: int, body: bytes, content_type: str,
     return [body]
 
 
-def respond_error(start_response, err: XRoadError, origin: Origin,
-                  headers=None) -> Iterable[bytes]:
+def fault_body(err: XRoadError, origin: Origin, headers=None) -> bytes:
+    """The SOAP fault for ``err`` (logged with its id); sent with ``err.http_status``."""
     code, body = error_to_fault(err, origin, headers)
     log.warning("fault %s [%s]: %s", code, err.detail_id, err.message)
-    return respond(start_response, err.http_status, body, FAULT_CONTENT_TYPE)
+    return body
+
+
+def respond_error(start_response, err: XRoadError, origin: Origin,
+                  headers=None) -> Iterable[bytes]:
+    return respond(start_response, err.http_status, fault_body(err, origin, headers),
+                   FAULT_CONTENT_TYPE)
 
 
 def internal_error(exc: BaseException) -> XRoadError:

@@ -93,6 +93,14 @@ class StoreLog:
             raise XRoadError(MLOG_FAILED, f"message log record rejected: {problem}")
         self.writer.log(record)
 
+    def submit(self, record: LogRecord, on_done) -> None:
+        """``log`` without waiting: ``on_done(seq, error)`` follows from the writer
+        thread once the record is committed (error None) or not."""
+        problem = check_record(record)
+        if problem:
+            raise XRoadError(MLOG_FAILED, f"message log record rejected: {problem}")
+        self.writer.submit(record, on_done)
+
     def check_accepting(self) -> None:
         if self.timestamper is not None:
             self.timestamper.check_accepting()

@@ -24,15 +24,29 @@ from .store import ConnectionLost, PreparedRecord
 log = logging.getLogger(__name__)
 
 
-class _Pending:
-    __slots__ = ("record", "lock", "error", "seq")
+#: ``on_done(seq, error)``: called from the writer thread once the record's batch is
+#: committed (error None) or failed (seq None).
+OnDone = Callable[[Optional[int], Optional[str]], None]
 
-    def __init__(self, record: PreparedRecord) -> None:
+
+class _Pending:
+    __slots__ = ("record", "lock", "error", "seq", "on_done")
+
+    def __init__(self, record: PreparedRecord, on_done: Optional[OnDone] = None) -> None:
         self.record = record
+        self.on_done = on_done
         self.lock = threading.Lock()
         self.lock.acquire()          # released by the writer when the batch is done
         self.error: Optional[str] = None
         self.seq: Optional[int] = None
+
+    def settle(self) -> None:
+        self.lock.release()
+        if self.on_done is not None:
+            try:
+                self.on_done(self.seq, self.error)
+            except Exception:            # the waiter's problem, not the batch's
+                log.exception("message log completion callback failed")
 
 
 class GroupWriter:
@@ -60,14 +74,7 @@ class GroupWriter:
 
     def log(self, record: LogRecord) -> int:
         """Queue ``record``, wait for its commit, return its seq."""
-        if self._closed:
-            raise XRoadError(MLOG_FAILED, "message log is closed")
-        try:
-            prepared = PreparedRecord.of(record)
-        except Exception as exc:   # a malformed record is not logged: fail closed
-            raise XRoadError(MLOG_FAILED, f"message log record rejected: {exc}") from exc
-        p = _Pending(prepared)
-        self._queue.put(p)
+        p = self._enqueue(record, None)
         if not p.lock.acquire(timeout=self.commit_timeout):
             raise XRoadError(MLOG_FAILED, f"message log did not commit the record within "
                                           f"{self.commit_timeout:.0f} s")
@@ -75,6 +82,22 @@ class GroupWriter:
             raise XRoadError(MLOG_FAILED, p.error)
         assert p.seq is not None
         return p.seq
+
+    def submit(self, record: LogRecord, on_done: OnDone) -> None:
+        """Queue ``record`` without waiting: ``on_done(seq, error)`` follows from the
+        writer thread (an event loop's edge turns it into a future)."""
+        self._enqueue(record, on_done)
+
+    def _enqueue(self, record: LogRecord, on_done: Optional[OnDone]) -> _Pending:
+        if self._closed:
+            raise XRoadError(MLOG_FAILED, "message log is closed")
+        try:
+            prepared = PreparedRecord.of(record)
+        except Exception as exc:   # a malformed record is not logged: fail closed
+            raise XRoadError(MLOG_FAILED, f"message log record rejected: {exc}") from exc
+        p = _Pending(prepared, on_done)
+        self._queue.put(p)
+        return p
 
     def _run(self) -> None:
         get, get_nowait = self._queue.get, self._queue.get_nowait
@@ -139,7 +162,7 @@ class GroupWriter:
                 self._store = None
             for p in batch:
                 p.error = msg
-                p.lock.release()
+                p.settle()
             return
         # Writes work again: an old error no longer describes the log.
         self.last_error = None
@@ -147,7 +170,7 @@ class GroupWriter:
         self.batches += 1
         for p, seq in zip(batch, seqs):
             p.seq = seq
-            p.lock.release()
+            p.settle()
 
     def close(self) -> None:
         if self._closed:

@@ -1,0 +1,309 @@
+"""HTTP/1.1 server side of a connection, on the event loop, parsed by httptools.
+
+One ``HttpConnection`` per accepted connection.  Requests on a connection are handled
+one after another (a pipelined request waits; reading pauses while one is handled).
+llhttp is strict where RFC 9112 lets a server be: obsolete line folding, whitespace
+before a colon, a bare CR, Content-Length with Transfer-Encoding or twice with other
+values are all refused with 400 and the connection closed.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import socket
+import time
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from typing import Awaitable, Callable, Optional
+from urllib.parse import unquote_to_bytes
+
+import httptools
+
+from ..wsgi_util import status_line
+
+MAX_HEAD_BYTES = 64 * 1024      # request line and header fields of one request
+MAX_HEADER_FIELDS = 100
+IDLE_TIMEOUT = 10.0             # seconds a connection may wait between requests
+
+
+@dataclass
+class Request:
+    method: str
+    target: str                          # as sent: origin-form or absolute-form
+    path: str                            # of the target, %-escapes decoded (latin-1)
+    query: str
+    headers: dict[str, str]              # lower-cased names; repeats joined by ", "
+    body: bytes
+    http_version: str
+    peer_cert_der: Optional[bytes]
+    client_address: tuple
+    server_address: tuple
+    tls: bool
+    #: the body exceeded the limit: not read (the answer closes the connection)
+    too_large: Optional[str] = None
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    close: bool = False
+
+
+Handler = Callable[[Request], Awaitable[Answer]]
+
+
+class _HeadTooLarge(Exception):
+    pass
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+_date_cache = [0, ""]
+
+
+def _http_date() -> str:
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache[:] = [now, formatdate(now, usegmt=True)]
+    return _date_cache[1]
+
+
+@dataclass
+class Connections:
+    """The server's open connections, for a graceful stop."""
+    open: set = field(default_factory=set)
+
+    def idle_close(self) -> None:
+        for c in list(self.open):
+            if not c.busy:
+                c.transport.close()
+
+    def busy(self) -> int:
+        return sum(1 for c in self.open if c.busy)
+
+    def close_all(self) -> None:
+        for c in list(self.open):
+            c.transport.close()
+
+
+class HttpConnection(asyncio.Protocol):
+    def __init__(self, handler: Handler, *, server_name: str,
+                 connections: Connections, idle_timeout: float = IDLE_TIMEOUT) -> None:
+        self.handler = handler            # also says ``max_bytes``, the body limit
+        self.server_name = server_name
+        self.connections = connections
+        self.idle_timeout = idle_timeout
+        self.transport: Optional[asyncio.Transport] = None
+        self.busy = False          # a request is being handled
+        self.stopped = False       # no more input is read (closing, or refused)
+
+    # -- connection -------------------------------------------------------------
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.loop = asyncio.get_running_loop()
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        ssl_obj = transport.get_extra_info("ssl_object")
+        self.tls = ssl_obj is not None
+        self.peer_cert_der = ssl_obj.getpeercert(binary_form=True) if ssl_obj else None
+        self.client_address = transport.get_extra_info("peername") or ("", 0)
+        self.server_address = transport.get_extra_info("sockname") or ("", 0)
+        self.parser = httptools.HttpRequestParser(self)
+        self.ready: collections.deque[tuple[Request, bool]] = collections.deque()
+        self._reset_message()
+        self.in_message = False
+        self.raw_head = 0          # bytes received while a head is incomplete
+        self.idle_timer: Optional[asyncio.TimerHandle] = None
+        self.connections.open.add(self)
+        self._arm_idle()
+
+    def connection_lost(self, exc) -> None:
+        self.stopped = True
+        self.connections.open.discard(self)
+        self._disarm_idle()
+
+    def _arm_idle(self) -> None:
+        self._disarm_idle()
+        self.idle_timer = self.loop.call_later(self.idle_timeout, self._on_idle)
+
+    def _disarm_idle(self) -> None:
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+
+    def _on_idle(self) -> None:
+        if not self.busy:
+            self.stopped = True
+            self.transport.close()
+
+    # -- parsing ----------------------------------------------------------------
+    def _reset_message(self) -> None:
+        self.url = b""
+        self.fields: list[tuple[bytes, bytes]] = []
+        self.head_size = 0
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.headers_done = False
+        self.headers: dict[str, str] = {}
+
+    def data_received(self, data: bytes) -> None:
+        if self.stopped:
+            return
+        if not self.busy:
+            self._arm_idle()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _HeadTooLarge):
+                self._refuse(431, str(cause))
+            elif not isinstance(cause, _BodyTooLarge):   # that one is answered already
+                self._refuse(400, "Bad Request")
+            return
+        except httptools.HttpParserUpgrade:
+            return self._refuse(400, "Protocol upgrades are not supported")
+        except httptools.HttpParserError as exc:
+            return self._refuse(400, f"Malformed request: {exc}")
+        if not self.headers_done:
+            # a head still incomplete (httptools buffers a partial field itself)
+            self.raw_head += len(data)
+            if self.raw_head > MAX_HEAD_BYTES:
+                self._refuse(431, "Request line and header fields are too large")
+
+    def on_message_begin(self) -> None:
+        self._reset_message()
+        self.in_message = True
+        if self.busy:              # pipelined: parse this one, then wait
+            self.transport.pause_reading()
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        self.head_size += len(url)
+        if self.head_size > MAX_HEAD_BYTES:
+            raise _HeadTooLarge("Request line and header fields are too large")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.headers_done:
+            return                         # trailer fields of a chunked body
+        self.head_size += len(name) + len(value) + 4
+        if self.head_size > MAX_HEAD_BYTES:
+            raise _HeadTooLarge("Request line and header fields are too large")
+        if len(self.fields) >= MAX_HEADER_FIELDS:
+            raise _HeadTooLarge(f"More than {MAX_HEADER_FIELDS} header fields")
+        self.fields.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.headers_done = True
+        self.raw_head = 0
+        headers = self.headers
+        for name, value in self.fields:
+            key = name.decode("latin-1").lower()
+            text = value.decode("latin-1")
+            old = headers.get(key)
+            headers[key] = text if old is None else f"{old}, {text}"
+        self.max_body = self.handler.max_bytes
+        length = headers.get("content-length")
+        if length is not None and int(length) > self.max_body:
+            self._too_large(f"the message is {int(length)} bytes; the limit is "
+                            f"{self.max_body}")
+        if headers.get("expect", "").lower() == "100-continue":
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        self.size += len(body)
+        if self.size > self.max_body:
+            self._too_large(f"the message exceeds {self.max_body} bytes")
+        self.chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        self.in_message = False
+        body = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+        self.ready.append((self._request(body), self.parser.should_keep_alive()))
+        self._next()
+
+    def _request(self, body: bytes, too_large: Optional[str] = None) -> Request:
+        parser = self.parser
+        try:
+            url = httptools.parse_url(self.url)
+            raw_path = url.path or b"/"
+            query = (url.query or b"").decode("latin-1")
+        except httptools.HttpParserInvalidURLError:
+            raw_path, query = self.url.partition(b"?")[0] or b"/", ""
+        path = unquote_to_bytes(raw_path).decode("latin-1")
+        return Request(parser.get_method().decode("ascii"), self.url.decode("latin-1"),
+                       path, query, self.headers, body, parser.get_http_version(),
+                       self.peer_cert_der, self.client_address, self.server_address,
+                       self.tls, too_large)
+
+    def _too_large(self, why: str) -> None:
+        """Answer now, without reading the body, and close afterwards."""
+        self.stopped = True
+        self.transport.pause_reading()
+        self.ready.append((self._request(b"", why), False))
+        self._next()
+        raise _BodyTooLarge()
+
+    # -- answering --------------------------------------------------------------
+    def _next(self) -> None:
+        if self.busy or not self.ready:
+            return
+        self.busy = True
+        self._disarm_idle()
+        request, keep_alive = self.ready.popleft()
+        self.loop.create_task(self._answer(request, keep_alive))
+
+    async def _answer(self, request: Request, keep_alive: bool) -> None:
+        try:
+            answer = await self.handler(request)
+        except Exception:                      # handlers answer faults themselves
+            answer = Answer(500, [("Content-Type", "text/plain")],
+                            b"Internal Server Error", close=True)
+        close = answer.close or not keep_alive or self.stopped or self.transport.is_closing()
+        self._write(answer, close, head_only=request.method == "HEAD")
+        self.busy = False
+        if close:
+            self.stopped = True
+            self.transport.close()
+            return
+        if self.ready:
+            self._next()
+        else:
+            self.transport.resume_reading()
+            self._arm_idle()
+
+    def _write(self, answer: Answer, close: bool, head_only: bool = False) -> None:
+        if self.transport.is_closing():
+            return
+        lines = [f"HTTP/1.1 {status_line(answer.status)}\r\nServer: {self.server_name}\r\n"
+                 f"Date: {_http_date()}\r\n"]
+        for name, value in answer.headers:
+            if name.lower() != "content-length":
+                lines.append(f"{name}: {value}\r\n")
+        lines.append(f"Content-Length: {len(answer.body)}\r\n")
+        if close:
+            lines.append("Connection: close\r\n")
+        lines.append("\r\n")
+        head = "".join(lines).encode("latin-1")
+        if head_only:
+            self.transport.write(head)
+        elif len(answer.body) <= 65536:
+            self.transport.write(head + answer.body)
+        else:
+            self.transport.writelines((head, answer.body))
+
+    def _refuse(self, status: int, message: str) -> None:
+        """A request that cannot be parsed: a plain answer, then close (after the
+        answer in progress, if one is)."""
+        self.stopped = True
+        self.ready.clear()
+        if not self.busy:
+            self._write(Answer(status, [("Content-Type", "text/plain")],
+                               message.encode("latin-1", "replace")), close=True)
+            self.transport.close()
+        else:
+            self.transport.pause_reading()

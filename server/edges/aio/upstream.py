@@ -1,0 +1,248 @@
+"""Keep-alive HTTP/1.1 connections to one peer or backend, on the event loop.
+
+The same contract as ``edges.http_pool.Pool`` (which the threaded engine uses): the
+peer certificate is pinned before any byte of a request leaves, every failure is a
+``TransportError`` whose ``sent`` is False only when the request certainly was not
+handled, answers are parsed by httptools under the same limits (``_ResponseReader``).
+"""
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from typing import Callable, Optional
+
+import httptools
+
+from ..http_pool import (MAX_HEAD_BYTES, Response, ResponseTooLarge, TransportError,
+                         _BadResponse, _certificate_refused, _ExtraBytes, _ResponseReader,
+                         describe, encode_request, host_header)
+
+
+class _Closed(Exception):
+    """The connection ended before the answer was complete."""
+
+    def __init__(self, cause: Optional[BaseException], received: int) -> None:
+        super().__init__(str(cause) if cause else "closed")
+        self.cause, self.received = cause, received
+
+
+class _Upstream(asyncio.Protocol):
+    """One connection; carries one request at a time."""
+
+    def __init__(self) -> None:
+        self.transport: Optional[asyncio.Transport] = None
+        self.reader: Optional[_ResponseReader] = None
+        self.waiter: Optional[asyncio.Future] = None
+        self.received = 0
+        self.open = True
+        self.lost: Optional[BaseException] = None    # why the connection ended
+        self.peer_cert_der: Optional[bytes] = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.ended = asyncio.Event()
+        transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP,
+                                                      socket.TCP_NODELAY, 1)
+
+    def begin(self, message: bytes, reader: _ResponseReader) -> asyncio.Future:
+        self.reader, self.received = reader, 0
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(message)
+        return self.waiter
+
+    def data_received(self, data: bytes) -> None:
+        reader = self.reader
+        if reader is None or reader.complete:
+            # Bytes nobody asked for: this connection cannot carry another request.
+            self.open = False
+            self.transport.close()
+            return
+        self.received += len(data)
+        try:
+            reader.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _ExtraBytes):
+                reader.keep_alive = False    # answer complete; the stream is suspect
+            elif isinstance(cause, (ResponseTooLarge, _BadResponse)):
+                return self._fail(cause)
+            else:
+                return self._fail(exc)
+        except httptools.HttpParserError as exc:
+            if not reader.complete:
+                return self._fail(exc)
+            reader.keep_alive = False        # data after a "Connection: close" answer
+        except (httptools.HttpParserUpgrade, ResponseTooLarge, _BadResponse) as exc:
+            return self._fail(exc)
+        if reader.complete:
+            self._settle()
+        elif not reader.headers_done:
+            if self.received > MAX_HEAD_BYTES:
+                self._fail(ResponseTooLarge("the answer's status line and headers "
+                                            f"exceed {MAX_HEAD_BYTES} bytes"))
+        elif self.received - reader.size > MAX_HEAD_BYTES + reader.size // 4:
+            self._fail(ResponseTooLarge("the answer's chunk framing or trailer fields "
+                                        "are too large"))
+
+    def eof_received(self) -> bool:
+        reader = self.reader
+        if reader is not None and not reader.complete and reader.headers_done \
+                and "content-length" not in reader.headers \
+                and "transfer-encoding" not in reader.headers:
+            reader.complete, reader.keep_alive = True, False   # delimited by the close
+            self._settle()
+        return False
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        self.open = False
+        self.lost = exc
+        self.ended.set()
+        if self.reader is not None and not self.reader.complete:
+            self._fail(_Closed(exc, self.received))
+
+    def _settle(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def _fail(self, exc: BaseException) -> None:
+        self.open = False
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(exc)
+        if self.transport is not None:
+            self.transport.close()
+
+
+def _refused(exc) -> TransportError:
+    return TransportError(
+        f"the server refused this server's TLS certificate ({exc.reason}) and handled "
+        "no request: check that it trusts our federation CA and has this server's "
+        "authentication certificate registered", sent=False)
+
+
+class AsyncPool:
+    """Connections to one (host, port), used from one event loop."""
+
+    def __init__(self, host: str, port: int, *, ssl_context: Optional[ssl.SSLContext] = None,
+                 timeout: float = 60.0, maxsize: int = 64,
+                 verify_peer: Optional[Callable[[bytes], None]] = None,
+                 max_response_bytes: int = 50 * 1024 * 1024) -> None:
+        self.host, self.port = host, port
+        self.ssl_context, self.timeout, self.maxsize = ssl_context, timeout, maxsize
+        self.verify_peer = verify_peer
+        self.max_response_bytes = max_response_bytes
+        self._host_header = host_header(host, port)
+        self._idle: list[_Upstream] = []
+        self._closed = False
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> Response:
+        return await self.request("POST", path, body, headers)
+
+    async def request(self, method: str, path: str, body: Optional[bytes],
+                      headers: dict[str, str]) -> Response:
+        message = encode_request(self._host_header, method, path, body, headers)
+        conn = self._checkout()
+        fresh = conn is None
+        if conn is None:
+            conn = await self._connect()
+        try:
+            return await asyncio.wait_for(self._roundtrip(conn, message), self.timeout)
+        except _Closed as exc:
+            if fresh and _certificate_refused(exc.cause, exc.received):
+                raise _refused(exc.cause) from None
+            if not exc.received:
+                # The request may have been processed: never sent again.
+                raise TransportError("the server closed the connection without "
+                                     "answering") from None
+            raise TransportError("the server closed the connection in mid-answer") \
+                from None
+        except (asyncio.TimeoutError, TimeoutError):
+            conn.transport.close()
+            raise TransportError("timed out") from None
+        except (OSError, httptools.HttpParserError, httptools.HttpParserUpgrade,
+                ResponseTooLarge, _BadResponse) as exc:
+            conn.transport.close()
+            raise TransportError(describe(exc)) from exc
+        except asyncio.CancelledError:
+            conn.transport.close()
+            raise
+
+    async def _roundtrip(self, conn: _Upstream, message: bytes) -> Response:
+        reader = _ResponseReader(self.max_response_bytes)
+        await conn.begin(message, reader)
+        conn.reader = None
+        result = Response(reader.status, reader.headers, b"".join(reader.chunks),
+                          conn.peer_cert_der)
+        if reader.keep_alive and conn.open and not self._closed \
+                and len(self._idle) < self.maxsize:
+            self._idle.append(conn)
+        else:
+            conn.open = False
+            conn.transport.close()
+        return result
+
+    def _checkout(self) -> Optional[_Upstream]:
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.open and not conn.transport.is_closing():
+                return conn
+        return None
+
+    async def _connect(self) -> _Upstream:
+        loop = asyncio.get_running_loop()
+        try:
+            _, conn = await asyncio.wait_for(loop.create_connection(
+                _Upstream, self.host, self.port, ssl=self.ssl_context,
+                server_hostname=self.host if self.ssl_context else None),
+                self.timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            raise TransportError("timed out", sent=False) from None
+        except OSError as exc:    # ssl.SSLError and certificate errors included
+            raise TransportError(describe(exc), sent=False) from exc
+        if self.ssl_context is not None:
+            try:
+                try:
+                    der = conn.transport.get_extra_info("ssl_object").getpeercert(
+                        binary_form=True)
+                except ValueError:     # the handshake's end was cut off by an alert
+                    conn.transport.close()
+                    try:
+                        await asyncio.wait_for(conn.ended.wait(), 1.0)
+                    except (asyncio.TimeoutError, TimeoutError):
+                        pass
+                    if _certificate_refused(conn.lost, 0):
+                        raise _refused(conn.lost) from None
+                    raise TransportError("the server closed the connection during the "
+                                         "TLS handshake", sent=False) from None
+                if der is None:
+                    raise ssl.SSLError("the server presented no certificate")
+                if self.verify_peer is not None:
+                    self.verify_peer(der)    # before any byte of a request is sent
+            except OSError as exc:
+                conn.transport.close()
+                raise TransportError(describe(exc), sent=False) from exc
+            conn.peer_cert_der = der
+        return conn
+
+    def close(self) -> None:
+        self._closed = True
+        while self._idle:
+            self._idle.pop().transport.close()
+
+
+class AsyncPools:
+    """One AsyncPool per key, made on first use (one event loop: no lock needed)."""
+
+    def __init__(self, factory: Callable[..., AsyncPool]) -> None:
+        self._factory = factory
+        self._pools: dict[tuple, AsyncPool] = {}
+
+    def get(self, *key) -> AsyncPool:
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = self._factory(*key)
+        return pool
+
+    def close(self) -> None:
+        for p in self._pools.values():
+            p.close()
