@@ -9,6 +9,7 @@ from lxml import etree
 
 from tests.http_helpers import SOAP, post
 from tests.xroad_requests import request
+from tunduk.server.conf.model import ENGINES
 
 XRD = "http://x-road.eu/xsd/xroad.xsd"
 SERVICES = [
@@ -21,10 +22,10 @@ ACCESS = [{"service": f"registry/{c}", "clients": ["KG/GOV/70000002/centre"]}
           for c in ("getBirthRecord", "fail", "notSoap")]
 
 
-@pytest.fixture
-def fed(run_federation, echo_backend):
+@pytest.fixture(params=ENGINES)
+def fed(request, run_federation, echo_backend):
     services = [dict(s, url=echo_backend.url) for s in SERVICES]
-    return run_federation(services=services, access=ACCESS)
+    return run_federation(request.param, services=services, access=ACCESS)
 
 
 def test_happy_path_returns_backend_answer_with_headers_and_request_hash(fed):

@@ -1,0 +1,294 @@
+"""The event-loop engine's HTTP/1.1 server side (edges/aio/http_server.py) over real
+sockets: framing, pipelining, limits, and the malformed requests it refuses."""
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+
+import httptools
+import pytest
+
+from tunduk.server.core.errors import Origin
+from tunduk.server.edges.aio.http_server import (MAX_HEAD_BYTES, Answer, Connections,
+                                                 HttpConnection, Request)
+from tunduk.server.edges.aio.proxies import fault
+from tunduk.server.edges.wsgi_util import too_large
+
+MB = 1 << 20
+
+
+class Echo:
+    """Answers "<path>|<body>"; refuses too large bodies as the proxies do."""
+
+    def __init__(self, max_bytes: int = MB, delay: float = 0.0) -> None:
+        self.max_bytes, self.delay = max_bytes, delay
+        self.seen: list[Request] = []
+
+    async def __call__(self, request: Request) -> Answer:
+        self.seen.append(request)
+        if request.too_large:
+            return fault(too_large(request.too_large), Origin.CLIENT_PROXY)
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return Answer(200, [("Content-Type", "text/plain")],
+                      request.path.encode("latin-1") + b"|" + request.body)
+
+
+@pytest.fixture
+def serve():
+    """``serve(handler, idle_timeout=...)`` → port of an HttpConnection server on a
+    loop in a thread."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    servers = []
+
+    def start(handler, **kw) -> int:
+        async def make():
+            conns = Connections()
+            return await loop.create_server(
+                lambda: HttpConnection(handler, server_name="test", connections=conns,
+                                       **kw), "127.0.0.1", 0)
+        server = asyncio.run_coroutine_threadsafe(make(), loop).result()
+        servers.append(server)
+        return server.sockets[0].getsockname()[1]
+    yield start
+    for s in servers:
+        loop.call_soon_threadsafe(s.close)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+
+
+class _Answers:
+    def __init__(self) -> None:
+        self.done: list[tuple[int, bytes]] = []
+        self.body = b""
+        self.parser = httptools.HttpResponseParser(self)
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+
+    def on_message_complete(self) -> None:
+        self.done.append((self.parser.get_status_code(), self.body))
+        self.body = b""
+
+
+def _read_answers(sock, n: int) -> list[tuple[int, bytes]]:
+    answers = _Answers()
+    sock.settimeout(5)
+    while len(answers.done) < n:
+        data = sock.recv(65536)
+        assert data, "server closed the connection early"
+        answers.parser.feed_data(data)
+    return answers.done
+
+
+def _answer_to(port: int, data: bytes, then: bytes = b"") -> bytes:
+    """Everything the server sends until it closes (5 s at most)."""
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.settimeout(5)
+        s.sendall(data)
+        if then:
+            try:
+                s.sendall(then)
+            except OSError:
+                pass
+        out = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+        except ConnectionResetError:
+            pass
+    return out
+
+
+def test_body_split_across_packets_is_read_whole(serve):
+    port = serve(Echo())
+    body = b"<q>" + b"x" * 20000 + b"</q>"
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        head = (f"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+                "\r\n").encode()
+        for piece in (head[:7], head[7:], body[:100], body[100:9000], body[9000:]):
+            s.sendall(piece)
+            time.sleep(0.01)
+        assert _read_answers(s, 1) == [(200, b"/a|" + body)]
+
+
+def test_pipelined_requests_are_answered_in_order_one_at_a_time(serve):
+    echo = Echo(delay=0.02)          # the first is still being handled as the rest come
+    port = serve(echo)
+    reqs = b"".join(f"POST /{i} HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n{i}".encode()
+                    for i in range(3))
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(reqs)
+        assert _read_answers(s, 3) == [(200, b"/0|0"), (200, b"/1|1"), (200, b"/2|2")]
+
+
+def test_absolute_form_target_reaches_the_handler_with_its_path(serve):
+    echo = Echo()
+    port = serve(echo)
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"POST http://127.0.0.1:1/cgi/x?wsdl HTTP/1.1\r\nHost: 127.0.0.1:1\r\n"
+                  b"Content-Length: 2\r\n\r\nhi")
+        assert _read_answers(s, 1) == [(200, b"/cgi/x|hi")]
+    assert echo.seen[0].query == "wsdl"
+
+
+def test_repeated_header_fields_are_joined_and_names_lower_cased(serve):
+    echo = Echo()
+    port = serve(echo)
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nAccept: a\r\nACCEPT: b\r\n"
+                  b"SOAPAction: \"urn:x\"\r\nContent-Length: 0\r\n\r\n")
+        _read_answers(s, 1)
+    assert echo.seen[0].headers["accept"] == "a, b"
+    assert echo.seen[0].headers["soapaction"] == '"urn:x"'
+
+
+def test_chunked_body_within_the_limit_is_read_whole(serve):
+    answer = _answer_to(serve(Echo()), b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                        b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"\r\n\r\n/|abcde")
+    assert b"\r\nConnection: close\r\n" in answer
+
+
+def test_http_1_0_without_keep_alive_is_closed_after_the_answer(serve):
+    answer = _answer_to(serve(Echo()), b"POST /x HTTP/1.0\r\nContent-Length: 1\r\n\r\nz")
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"/x|z")
+    assert b"\r\nConnection: close\r\n" in answer
+
+
+def test_expect_100_continue_is_answered_before_the_body_is_sent(serve):
+    port = serve(Echo())
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.settimeout(5)
+        s.sendall(b"POST /e HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                  b"Content-Length: 3\r\n\r\n")
+        assert s.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        s.sendall(b"abc")
+        assert _read_answers(s, 1) == [(200, b"/e|abc")]
+
+
+def test_announced_oversized_body_is_refused_before_it_is_sent(serve):
+    echo = Echo()
+    answer = _answer_to(serve(echo), b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml"
+                        b"\r\nContent-Length: %d\r\n\r\n" % (48 * MB))
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert b"<faultcode>Client.MessageTooLarge</faultcode>" in answer
+    assert b"\r\nConnection: close\r\n" in answer
+    assert echo.seen[0].body == b""
+
+
+def test_huge_chunk_is_refused_before_it_is_sent(serve):
+    answer = _answer_to(serve(Echo()), b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+                        b"chunked\r\n\r\n%x\r\n" % (48 * MB), b"a" * (2 * MB))
+    assert answer.startswith(b"HTTP/1.1 413 ") and b"Client.MessageTooLarge" in answer
+
+
+def test_chunked_body_over_the_limit_in_small_chunks_is_refused(serve):
+    chunks = (b"%x\r\n" % (256 * 1024) + b"a" * (256 * 1024) + b"\r\n") * 5 + b"0\r\n\r\n"
+    answer = _answer_to(serve(Echo()), b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+                        b"chunked\r\n\r\n", chunks)
+    assert answer.startswith(b"HTTP/1.1 413 ") and b"Client.MessageTooLarge" in answer
+    assert answer.count(b"HTTP/1.1 ") == 1
+
+
+def test_chunked_body_at_the_limit_in_small_chunks_is_accepted(serve):
+    body_chunks = (b"a\r\n" + b"b" * 10 + b"\r\n") * (MB // 10) + b"0\r\n\r\n"
+    answer = _answer_to(serve(Echo()), b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                        b"Transfer-Encoding: chunked\r\n\r\n", body_chunks)
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert len(answer.split(b"\r\n\r\n", 1)[1]) == len(b"/|") + MB // 10 * 10
+
+
+def test_request_after_a_malformed_chunk_is_not_parsed(serve):
+    # A malformed chunk size ("zz") ends the request; what follows must not be taken
+    # for a second request on the same connection (request smuggling).
+    echo = Echo()
+    smuggled = b"POST /smuggled HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"
+    answer = _answer_to(serve(echo), b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+                        b"chunked\r\n\r\nzz\r\n" + smuggled)
+    assert answer.startswith(b"HTTP/1.1 400 ") and answer.count(b"HTTP/1.1 ") == 1
+    assert echo.seen == []
+
+
+@pytest.mark.parametrize("head", [
+    b"POST / HTTP/1.1\r\nHost: x\nContent-Length: 0\r\n\r\n",                 # bare LF
+    b"POST / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  folded\r\n\r\n",               # obs-fold
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length : 5\r\n\r\nhello",           # WS : 
+    b"POST / HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\n: empty name\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nX: a\rb\r\n\r\n",                           # bare CR
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc",
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked"
+    b"\r\n\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked, x\r\n\r\n",
+])
+def test_malformed_or_ambiguous_requests_are_refused_and_not_handled(serve, head):
+    echo = Echo()
+    answer = _answer_to(serve(echo), head)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert b"\r\nConnection: close\r\n" in answer
+    assert echo.seen == []
+
+
+def test_header_block_over_the_limit_is_refused(serve):
+    many = b"".join(b"X-%d: %s\r\n" % (i, b"v" * 100) for i in range(MAX_HEAD_BYTES // 100))
+    answer = _answer_to(serve(Echo()), b"POST / HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n")
+    assert answer.startswith(b"HTTP/1.1 431 ")
+
+
+def test_endless_header_line_is_refused_not_buffered(serve):
+    answer = _answer_to(serve(Echo()), b"POST / HTTP/1.1\r\nHost: x\r\nX-Big: "
+                        + b"a" * (200 * 1024))
+    assert answer.startswith(b"HTTP/1.1 431 ")
+
+
+def test_too_many_header_fields_are_refused(serve):
+    fields = b"".join(b"X-%d: 1\r\n" % i for i in range(150))
+    answer = _answer_to(serve(Echo()), b"POST / HTTP/1.1\r\nHost: x\r\n" + fields + b"\r\n")
+    assert answer.startswith(b"HTTP/1.1 431 ")
+
+
+def test_header_block_arriving_a_byte_at_a_time_is_read(serve):
+    port = serve(Echo())
+    request = b"POST /h HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nX-B: 1\r\n\r\nok"
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(len(request)):
+            s.sendall(request[i:i + 1])
+            time.sleep(0.001)
+        assert _read_answers(s, 1) == [(200, b"/h|ok")]
+
+
+def test_an_idle_connection_is_closed_after_the_idle_timeout(serve):
+    port = serve(Echo(), idle_timeout=0.2)
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.settimeout(5)
+        s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        _read_answers(s, 1)
+        started = time.monotonic()
+        assert s.recv(10) == b""                    # closed by the server
+        assert time.monotonic() - started < 4
+
+
+def test_a_connection_is_not_closed_while_its_request_is_handled(serve):
+    port = serve(Echo(delay=0.5), idle_timeout=0.1)
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        assert _read_answers(s, 1) == [(200, b"/slow|")]
+
+
+def test_a_failing_handler_gets_a_500_and_the_connection_closed(serve):
+    async def broken(request):
+        raise RuntimeError("bug")
+    broken.max_bytes = MB
+    answer = _answer_to(serve(broken), b"POST / HTTP/1.1\r\nHost: x\r\n"
+                        b"Content-Length: 0\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 500 ") and b"bug" not in answer
