@@ -278,11 +278,14 @@ def test_a_single_round_reports_plain_ratios():
     assert "rounds" not in report.table(res)
 
 
-def test_asyncio_prototype_answers_as_tunduk_does():
-    """The measurement prototype (bench/prototypes) must still run the real core: one
-    echo exchange through it and through `tunduk run` gives the same bytes."""
-    proc = subprocess.run([sys.executable, "-m", "bench.prototypes.compare_asyncio",
-                           "--check-only"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "answers byte-identical: True" in proc.stdout
+def test_engines_are_compared_side_by_side_in_the_table():
+    res = _results([(500.0, 200.0), (500.0, 220.0)])
+    threads = report.combine_rounds([_run(1, 150.0, 6.0), _run(2, 200.0, 6.0)])
+    res["scenarios"]["threads_sqlite_ec"] = threads
+    report.analyse(res)
+    # per round: 200 / 150 and 220 / 200 -> median of 1.333 and 1.1
+    assert res["ratios"]["tunduk_sqlite/threads_sqlite"] == pytest.approx(1.217, abs=0.001)
+    text = report.table(res)
+    assert re.search(r"tunduk log=sqlite EC, threads engine, c=8\s+\|\s+175 \|", text), text
+    assert "ratio tunduk sqlite: asyncio / threads engine" in text
+    assert "ratio tunduk off: asyncio / threads engine" not in text     # not measured

@@ -31,6 +31,7 @@ from .upstream import AsyncPool, AsyncPools
 from .wsgi_bridge import run_app
 
 _SIGNATURE = detached.SIGNATURE_HEADER.lower()
+COMMIT_TIMEOUT = 60.0     # seconds, as GroupWriter.commit_timeout on the threaded engine
 
 
 class LogWaits:
@@ -63,8 +64,12 @@ class LogWaits:
             LOG_COLLECTOR.reset(token)
         if self.futures:
             futures, self.futures = self.futures, []
+            _, late = await asyncio.wait(futures, timeout=COMMIT_TIMEOUT)
+            if late:
+                raise XRoadError(MLOG_FAILED, "message log did not commit the record "
+                                              f"within {COMMIT_TIMEOUT:.0f} s")
             for future in futures:
-                error = await future
+                error = future.result()
                 if error is not None:
                     raise XRoadError(MLOG_FAILED, error)
         return result
