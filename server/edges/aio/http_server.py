@@ -24,6 +24,8 @@ from ..wsgi_util import status_line
 MAX_HEAD_BYTES = 64 * 1024      # request line and header fields of one request
 MAX_HEADER_FIELDS = 100
 IDLE_TIMEOUT = 10.0             # seconds a connection may wait between requests
+MAX_PIPELINED = 16              # requests read ahead of the one being handled
+CHUNK_FRAMING = 64              # bytes of size line and CRLFs allowed per chunk
 
 
 @dataclass
@@ -62,6 +64,10 @@ class _BodyTooLarge(Exception):
     pass
 
 
+class _Enough(Exception):
+    """Stops parsing: MAX_PIPELINED requests wait already."""
+
+
 _date_cache = [0, ""]
 
 
@@ -76,18 +82,20 @@ def _http_date() -> str:
 class Connections:
     """The server's open connections, for a graceful stop."""
     open: set = field(default_factory=set)
+    stopping: bool = False        # answers say "Connection: close"; nothing new is read
 
     def idle_close(self) -> None:
+        self.stopping = True
         for c in list(self.open):
-            if not c.busy:
-                c.transport.close()
+            if not c.busy and not c.ready:
+                c.close()
 
     def busy(self) -> int:
-        return sum(1 for c in self.open if c.busy)
+        return sum(1 for c in self.open if c.busy or c.ready)
 
     def close_all(self) -> None:
         for c in list(self.open):
-            c.transport.close()
+            c.transport.abort()
 
 
 class HttpConnection(asyncio.Protocol):
@@ -99,7 +107,9 @@ class HttpConnection(asyncio.Protocol):
         self.idle_timeout = idle_timeout
         self.transport: Optional[asyncio.Transport] = None
         self.busy = False          # a request is being handled
-        self.stopped = False       # no more input is read (closing, or refused)
+        self.stopped = False       # no more input is read (closing, refused, EOF)
+        self.write_paused = False  # the client does not read: answer nothing more
+        self.ready: collections.deque[tuple[Request, bool]] = collections.deque()
 
     # -- connection -------------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -114,10 +124,13 @@ class HttpConnection(asyncio.Protocol):
         self.client_address = transport.get_extra_info("peername") or ("", 0)
         self.server_address = transport.get_extra_info("sockname") or ("", 0)
         self.parser = httptools.HttpRequestParser(self)
-        self.ready: collections.deque[tuple[Request, bool]] = collections.deque()
         self._reset_message()
         self.in_message = False
-        self.raw_head = 0          # bytes received while a head is incomplete
+        self.messages = 0          # messages begun on this connection
+        self.raw_head = 0          # bytes of later reads while a head is incomplete
+        self.head_began = False    # the head began in the read being parsed
+        self.framing = 0           # bytes of a body's reads that were not body bytes
+        self.continue_due = False  # 100 Continue owed once this request is current
         self.idle_timer: Optional[asyncio.TimerHandle] = None
         self.connections.open.add(self)
         self._arm_idle()
@@ -126,6 +139,28 @@ class HttpConnection(asyncio.Protocol):
         self.stopped = True
         self.connections.open.discard(self)
         self._disarm_idle()
+
+    def eof_received(self) -> bool:
+        """The client half-closed: answer what it sent in full, then close."""
+        self.stopped = True
+        if self.busy or self.ready:
+            return True            # keep the transport open to write (plain TCP)
+        return False
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if not self.busy:
+            self._proceed()
+
+    def close(self) -> None:
+        """Close once what is buffered is sent, and for good if it cannot be."""
+        self.stopped = True
+        self.transport.close()
+        if self.transport.get_write_buffer_size():
+            self.loop.call_later(self.idle_timeout, self.transport.abort)
 
     def _arm_idle(self) -> None:
         self._disarm_idle()
@@ -138,8 +173,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _on_idle(self) -> None:
         if not self.busy:
-            self.stopped = True
-            self.transport.close()
+            self.close()
 
     # -- parsing ----------------------------------------------------------------
     def _reset_message(self) -> None:
@@ -156,29 +190,46 @@ class HttpConnection(asyncio.Protocol):
             return
         if not self.busy:
             self._arm_idle()
+        messages, size, in_body = self.messages, self.size, \
+            self.in_message and self.headers_done
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             if isinstance(cause, _HeadTooLarge):
                 self._refuse(431, str(cause))
-            elif not isinstance(cause, _BodyTooLarge):   # that one is answered already
+            elif not isinstance(cause, (_BodyTooLarge, _Enough)):   # answered already
                 self._refuse(400, "Bad Request")
             return
         except httptools.HttpParserUpgrade:
             return self._refuse(400, "Protocol upgrades are not supported")
         except httptools.HttpParserError as exc:
             return self._refuse(400, f"Malformed request: {exc}")
+        if self.stopped or not self.in_message or self.messages != messages:
+            self.head_began = False
+            return
         if not self.headers_done:
-            # a head still incomplete (httptools buffers a partial field itself)
-            self.raw_head += len(data)
+            # A head still incomplete: httptools buffers a partial field itself.
+            # Reads after the one it began in count whole.
+            if self.head_began:
+                self.head_began = False
+            else:
+                self.raw_head += len(data)
             if self.raw_head > MAX_HEAD_BYTES:
                 self._refuse(431, "Request line and header fields are too large")
+        elif in_body:
+            # chunk-size lines, extensions and trailer fields: bounded as well
+            # (httptools buffers an extension or a trailer field whole)
+            self.framing += len(data) - (self.size - size)
+            if self.framing > MAX_HEAD_BYTES + CHUNK_FRAMING * self.chunk_count:
+                self._refuse(400, "Chunk framing or trailer fields are too large")
 
     def on_message_begin(self) -> None:
         self._reset_message()
         self.in_message = True
-        if self.busy:              # pipelined: parse this one, then wait
+        self.messages += 1
+        self.raw_head, self.head_began, self.framing, self.chunk_count = 0, True, 0, 0
+        if self.busy or self.ready:    # pipelined: parse this one, then wait
             self.transport.pause_reading()
 
     def on_url(self, url: bytes) -> None:
@@ -199,7 +250,6 @@ class HttpConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.headers_done = True
-        self.raw_head = 0
         headers = self.headers
         for name, value in self.fields:
             key = name.decode("latin-1").lower()
@@ -212,7 +262,13 @@ class HttpConnection(asyncio.Protocol):
             self._too_large(f"the message is {int(length)} bytes; the limit is "
                             f"{self.max_body}")
         if headers.get("expect", "").lower() == "100-continue":
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            if self.busy or self.ready:
+                self.continue_due = True   # after the answers before it
+            else:
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_chunk_header(self) -> None:
+        self.chunk_count += 1
 
     def on_body(self, body: bytes) -> None:
         self.size += len(body)
@@ -222,9 +278,15 @@ class HttpConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.in_message = False
+        self.continue_due = False
         body = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
         self.ready.append((self._request(body), self.parser.should_keep_alive()))
         self._next()
+        if len(self.ready) >= MAX_PIPELINED:
+            # answer these, then close: a client cannot queue work without end
+            self.stopped = True
+            self.transport.pause_reading()
+            raise _Enough()
 
     def _request(self, body: bytes, too_large: Optional[str] = None) -> Request:
         parser = self.parser
@@ -241,7 +303,8 @@ class HttpConnection(asyncio.Protocol):
                        self.tls, too_large)
 
     def _too_large(self, why: str) -> None:
-        """Answer now, without reading the body, and close afterwards."""
+        """Answer now (after the answers before it), without reading the body, and
+        close afterwards."""
         self.stopped = True
         self.transport.pause_reading()
         self.ready.append((self._request(b"", why), False))
@@ -250,7 +313,7 @@ class HttpConnection(asyncio.Protocol):
 
     # -- answering --------------------------------------------------------------
     def _next(self) -> None:
-        if self.busy or not self.ready:
+        if self.busy or not self.ready or self.write_paused:
             return
         self.busy = True
         self._disarm_idle()
@@ -263,18 +326,37 @@ class HttpConnection(asyncio.Protocol):
         except Exception:                      # handlers answer faults themselves
             answer = Answer(500, [("Content-Type", "text/plain")],
                             b"Internal Server Error", close=True)
-        close = answer.close or not keep_alive or self.stopped or self.transport.is_closing()
-        self._write(answer, close, head_only=request.method == "HEAD")
-        self.busy = False
-        if close:
-            self.stopped = True
-            self.transport.close()
+        last = answer.close or not keep_alive or self.connections.stopping \
+            or (self.stopped and not self.ready)
+        try:
+            self._write(answer, last, head_only=request.method == "HEAD")
+        except Exception:                      # an answer that cannot be encoded
+            self.busy = False
+            self.transport.abort()
             return
+        self.busy = False
+        if last or self.transport.is_closing():
+            self.ready.clear()
+            self.close()
+            return
+        if not self.write_paused:
+            self._proceed()
+        else:
+            self._arm_idle()       # a client that never reads is dropped in time
+
+    def _proceed(self) -> None:
+        """The answer is out: the next queued request, or read on."""
         if self.ready:
             self._next()
-        else:
-            self.transport.resume_reading()
-            self._arm_idle()
+            return
+        if self.stopped:
+            self.close()
+            return
+        if self.continue_due and self.in_message:
+            self.continue_due = False
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.transport.resume_reading()
+        self._arm_idle()
 
     def _write(self, answer: Answer, close: bool, head_only: bool = False) -> None:
         if self.transport.is_closing():
@@ -297,13 +379,11 @@ class HttpConnection(asyncio.Protocol):
             self.transport.writelines((head, answer.body))
 
     def _refuse(self, status: int, message: str) -> None:
-        """A request that cannot be parsed: a plain answer, then close (after the
-        answer in progress, if one is)."""
+        """A request that cannot be parsed: a plain answer after the answers to the
+        requests before it, then close."""
         self.stopped = True
-        self.ready.clear()
-        if not self.busy:
+        self.transport.pause_reading()
+        if not self.busy and not self.ready:
             self._write(Answer(status, [("Content-Type", "text/plain")],
                                message.encode("latin-1", "replace")), close=True)
-            self.transport.close()
-        else:
-            self.transport.pause_reading()
+            self.close()

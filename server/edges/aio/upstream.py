@@ -8,6 +8,7 @@ handled, answers are parsed by httptools under the same limits (``_ResponseReade
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 import ssl
 from typing import Callable, Optional
@@ -20,11 +21,13 @@ from ..http_pool import (MAX_HEAD_BYTES, Response, ResponseTooLarge, TransportEr
 
 
 class _Closed(Exception):
-    """The connection ended before the answer was complete."""
+    """The connection ended before the answer was complete.  ``unsent``: part of the
+    request had not left this process (so the peer cannot have handled it)."""
 
-    def __init__(self, cause: Optional[BaseException], received: int) -> None:
+    def __init__(self, cause: Optional[BaseException], received: int,
+                 unsent: bool) -> None:
         super().__init__(str(cause) if cause else "closed")
-        self.cause, self.received = cause, received
+        self.cause, self.received, self.unsent = cause, received, unsent
 
 
 class _Upstream(asyncio.Protocol):
@@ -37,19 +40,43 @@ class _Upstream(asyncio.Protocol):
         self.received = 0
         self.open = True
         self.lost: Optional[BaseException] = None    # why the connection ended
+        self.unsent = False        # part of the request is still in the write buffer
         self.peer_cert_der: Optional[bytes] = None
 
     def connection_made(self, transport) -> None:
         self.transport = transport
         self.ended = asyncio.Event()
+        # pause_writing() as long as any of the request is unwritten (high=0 would
+        # leave an SSL transport paused for good: it pauses on size >= high)
+        transport.set_write_buffer_limits(high=1, low=0)
         transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP,
                                                       socket.TCP_NODELAY, 1)
 
     def begin(self, message: bytes, reader: _ResponseReader) -> asyncio.Future:
         self.reader, self.received = reader, 0
         self.waiter = asyncio.get_running_loop().create_future()
+        self.unsent = False
         self.transport.write(message)
         return self.waiter
+
+    def pause_writing(self) -> None:
+        self.unsent = True
+
+    def resume_writing(self) -> None:
+        self.unsent = False
+
+    def usable(self) -> bool:
+        """Idle, open, and nothing arrived unasked (a close the loop has not seen yet
+        shows as readable)."""
+        if not self.open or self.transport.is_closing():
+            return False
+        sock = self.transport.get_extra_info("socket")
+        try:
+            poller = select.poll()
+            poller.register(sock.fileno(), select.POLLIN)
+            return not poller.poll(0)
+        except (OSError, ValueError):
+            return False
 
     def data_received(self, data: bytes) -> None:
         reader = self.reader
@@ -90,16 +117,30 @@ class _Upstream(asyncio.Protocol):
         if reader is not None and not reader.complete and reader.headers_done \
                 and "content-length" not in reader.headers \
                 and "transfer-encoding" not in reader.headers:
-            reader.complete, reader.keep_alive = True, False   # delimited by the close
-            self._settle()
+            if self._clean_end():
+                reader.complete, reader.keep_alive = True, False   # delimited by close
+                self._settle()
+            # else: connection_lost reports the answer cut short
         return False
+
+    def _clean_end(self) -> bool:
+        """Plain TCP: any end.  TLS: only after close_notify (asyncio calls
+        eof_received for a bare TCP FIN too; the SSLObject then still wants data),
+        else anyone on the path could cut an answer short."""
+        sslobj = self.transport.get_extra_info("ssl_object")
+        if sslobj is None:
+            return True
+        try:
+            return sslobj.read(1) == b""
+        except ssl.SSLError:
+            return False
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
         self.open = False
         self.lost = exc
         self.ended.set()
         if self.reader is not None and not self.reader.complete:
-            self._fail(_Closed(exc, self.received))
+            self._fail(_Closed(exc, self.received, self.unsent))
 
     def _settle(self) -> None:
         if self.waiter is not None and not self.waiter.done():
@@ -146,10 +187,24 @@ class AsyncPool:
         if conn is None:
             conn = await self._connect()
         try:
-            return await asyncio.wait_for(self._roundtrip(conn, message), self.timeout)
+            try:
+                return await asyncio.wait_for(self._roundtrip(conn, message),
+                                              self.timeout)
+            except _Closed as exc:
+                if fresh or exc.received or not exc.unsent:
+                    raise
+                # A kept connection the peer had closed: the request did not get out
+                # whole, so it cannot have been handled; one try on a fresh one.
+                fresh, conn = True, await self._connect()
+                return await asyncio.wait_for(self._roundtrip(conn, message),
+                                              self.timeout)
         except _Closed as exc:
             if fresh and _certificate_refused(exc.cause, exc.received):
                 raise _refused(exc.cause) from None
+            if exc.unsent and not exc.received:
+                # the request never wholly left: the server cannot have handled it
+                raise TransportError("the server closed the connection before the "
+                                     "request was sent", sent=False) from None
             if not exc.received:
                 # The request may have been processed: never sent again.
                 raise TransportError("the server closed the connection without "
@@ -173,8 +228,8 @@ class AsyncPool:
         conn.reader = None
         result = Response(reader.status, reader.headers, b"".join(reader.chunks),
                           conn.peer_cert_der)
-        if reader.keep_alive and conn.open and not self._closed \
-                and len(self._idle) < self.maxsize:
+        if reader.keep_alive and conn.open and not conn.unsent and not self._closed \
+                and not conn.transport.is_closing() and len(self._idle) < self.maxsize:
             self._idle.append(conn)
         else:
             conn.open = False
@@ -184,8 +239,9 @@ class AsyncPool:
     def _checkout(self) -> Optional[_Upstream]:
         while self._idle:
             conn = self._idle.pop()
-            if conn.open and not conn.transport.is_closing():
+            if conn.usable():
                 return conn
+            conn.transport.close()
         return None
 
     async def _connect(self) -> _Upstream:

@@ -292,3 +292,144 @@ def test_a_failing_handler_gets_a_500_and_the_connection_closed(serve):
     answer = _answer_to(serve(broken), b"POST / HTTP/1.1\r\nHost: x\r\n"
                         b"Content-Length: 0\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 500 ") and b"bug" not in answer
+
+
+# -- found by review: bounded buffers, half-close, back-pressure ----------------------
+
+def test_endless_trailer_field_is_refused_with_bounded_reading(serve):
+    echo = Echo()
+    port = serve(echo)
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.settimeout(5)
+        s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  b"1\r\na\r\n0\r\nX-Trailer: ")
+        sent = 0
+        with pytest.raises(OSError):         # refused and closed long before 64 MB
+            while sent < 64 * MB:
+                s.sendall(b"a" * 65536)
+                sent += 65536
+        assert sent < 4 * MB
+    assert echo.seen == []
+
+
+def test_endless_chunk_extension_is_refused(serve):
+    port = serve(Echo())
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.settimeout(5)
+        s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1;x=")
+        sent = 0
+        with pytest.raises(OSError):
+            while sent < 64 * MB:
+                s.sendall(b"a" * 65536)
+                sent += 65536
+        assert sent < 4 * MB
+
+
+def test_a_client_that_half_closes_after_its_request_still_gets_the_answer(serve):
+    port = serve(Echo(delay=0.1))
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.settimeout(5)
+        s.sendall(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+        s.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"/x|hi")
+    assert b"\r\nConnection: close\r\n" in answer
+
+
+def test_pipelined_requests_beyond_the_limit_are_not_read(serve):
+    from tunduk.server.edges.aio.http_server import MAX_PIPELINED
+    echo = Echo()
+    port = serve(echo)
+    reqs = b"".join(b"POST /%d HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n" % i
+                    for i in range(MAX_PIPELINED * 4))
+    answer = _answer_to(port, reqs)
+    # the one in progress and MAX_PIPELINED waiting are answered, then the end
+    assert answer.count(b"HTTP/1.1 200 ") == MAX_PIPELINED + 1
+    assert answer.count(b"\r\nConnection: close\r\n") == 1    # on the last one
+    assert [r.path for r in echo.seen] == [f"/{i}" for i in range(MAX_PIPELINED + 1)]
+
+
+def test_a_client_that_does_not_read_its_answers_is_not_buffered_for(serve):
+    """Big answers to pipelined requests: the server stops taking requests while
+    the client reads nothing (write back-pressure), and drops it after the idle time."""
+    class Big(Echo):
+        async def __call__(self, request):
+            self.seen.append(request)
+            return Answer(200, [("Content-Type", "text/plain")], b"x" * MB)
+    big = Big()
+    port = serve(big, idle_timeout=0.5)
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n" * 200)
+        time.sleep(2)
+        assert len(big.seen) < 20          # not 200 answers of 1 MB held in memory
+        s.settimeout(5)
+        got = 0
+        try:
+            while chunk := s.recv(1 << 20):
+                got += len(chunk)
+        except ConnectionResetError:
+            pass
+        assert got < 40 * MB                # the connection was dropped
+
+
+def test_100_continue_waits_for_the_answers_before_it(serve):
+    port = serve(Echo(delay=0.3))
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.settimeout(5)
+        s.sendall(b"POST /first HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n1"
+                  b"POST /second HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                  b"Content-Length: 6\r\n\r\n")
+        head = b""
+        while b"/first|1" not in head:
+            head += s.recv(65536)
+        assert not head.startswith(b"HTTP/1.1 100")
+        rest = head.split(b"/first|1", 1)[1]
+        while len(rest) < 25:
+            rest += s.recv(65536)
+        assert rest.startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        s.sendall(b"second")
+        answers = _read_answers(s, 1) if b"/second|" not in rest else None
+        assert answers in (None, [(200, b"/second|second")])
+
+
+def test_a_pipelined_head_split_after_a_large_body_is_read(serve):
+    echo = Echo()
+    port = serve(echo)
+    body = b"b" * (200 * 1024)
+    first = b"POST /1 HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    second = b"POST /2 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.sendall(first + second[:10])
+        time.sleep(0.2)
+        s.sendall(second[10:])
+        assert [a[0] for a in _read_answers(s, 2)] == [200, 200]
+    assert [r.path for r in echo.seen] == ["/1", "/2"]
+
+
+def test_stopping_closes_connections_after_their_answer(serve):
+    from tunduk.server.edges.aio import http_server
+    conns: list = []
+    orig = http_server.HttpConnection.connection_made
+
+    def spy(self, transport):
+        orig(self, transport)
+        conns.append(self)
+    http_server.HttpConnection.connection_made = spy
+    try:
+        port = serve(Echo(delay=0.3))
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.settimeout(5)
+            s.sendall(b"POST /r1 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+            time.sleep(0.1)
+            conns[0].loop.call_soon_threadsafe(conns[0].connections.idle_close)
+            answer = b""
+            while chunk := s.recv(65536):
+                answer += chunk
+    finally:
+        http_server.HttpConnection.connection_made = orig
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"/r1|")
+    assert b"\r\nConnection: close\r\n" in answer
