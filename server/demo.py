@@ -15,6 +15,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Optional
 
 from lxml import etree
 
@@ -50,7 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 class Demo:
-    def __init__(self, base: Path, key_type: str) -> None:
+    def __init__(self, base: Path, key_type: str, engine: Optional[str] = None) -> None:
+        """``engine``: [listen] engine of both servers (default: the configuration's)."""
         from .devfed import build_federation, create_dev_ca
         from .node import Node
         ca_dir = base / "dev-ca"
@@ -61,7 +63,8 @@ class Demo:
                       "timestamp_interval": 1.0}
         self.files = build_federation(base / "federation", ca, key_type=key_type,
                                       services=SERVICES, access=ACCESS,
-                                      messagelog=messagelog)
+                                      messagelog=messagelog,
+                                      listen={"engine": engine} if engine else None)
         self.provider = Node.from_conf(self.files.provider.conf())
         self.consumer = Node.from_conf(self.files.consumer.conf())
 

@@ -21,6 +21,8 @@ from typing import Optional
 import pytest
 from lxml import etree
 
+from tunduk.server.conf.model import ENGINES
+
 CORPUS = Path(__file__).parent / "corpus"
 CASES = tomllib.loads((CORPUS / "expected.toml").read_text(encoding="utf-8"))
 SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -41,10 +43,11 @@ def test_corpus_is_complete():
     assert sum(1 for c in CASES.values() if "fault" in c) >= 20
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+@pytest.fixture(scope="module", params=ENGINES)
+def demo(request, tmp_path_factory):
+    """The demo federation, on each engine: both must give the corpus's answers."""
     from tunduk.server.demo import Demo
-    d = Demo(tmp_path_factory.mktemp("corpus-demo"), "ec")
+    d = Demo(tmp_path_factory.mktemp("corpus-demo"), "ec", engine=request.param)
     d.start()
     try:
         yield d
