@@ -2,9 +2,10 @@
 
 ``python -m bench.apps backend PORT [--delay-ms N]``: the demo civil registry (spyne),
 optionally sleeping before every call (the "slow backend" scenario).
-``python -m bench.apps proxy PORT UPSTREAM_URL``: a pass-through proxy that forwards
-each POST with tunduk's own pooled HTTP client and no security work, so the "plain
-proxies" scenario uses the same HTTP stack as the security servers.
+``python -m bench.apps aioproxy PORT UPSTREAM_URL``: a pass-through proxy on the
+event-loop engine's HTTP server and client (edges/aio) and no security work, so the
+"plain proxies" scenario uses the same HTTP stack as the security servers (default
+engine); ``proxy``: the same on cheroot and the blocking pool (the threads engine).
 """
 from __future__ import annotations
 
@@ -57,6 +58,51 @@ class PassThrough:
         return [resp.body]
 
 
+class AioPassThrough:
+    """PassThrough on the event-loop engine's HTTP stack (edges/aio): what the "plain"
+    scenario measures, since the security servers run on that stack by default."""
+
+    max_bytes = 50 * 1024 * 1024
+
+    def __init__(self, upstream: str) -> None:
+        from tunduk.server.edges.aio.upstream import AsyncPool
+        u = urlsplit(upstream)
+        self.path = u.path or "/"
+        self.pool = AsyncPool(u.hostname, u.port or 80)
+
+    async def __call__(self, request):
+        from tunduk.server.edges.aio.http_server import Answer
+        from tunduk.server.edges.http_pool import TransportError
+        headers = {"Content-Type": request.headers.get("content-type") or "text/xml"}
+        if "soapaction" in request.headers:
+            headers["SOAPAction"] = request.headers["soapaction"]
+        try:
+            resp = await self.pool.post(self.path, request.body, headers)
+        except TransportError as exc:
+            return Answer(502, [("Content-Type", "text/plain")], str(exc).encode())
+        return Answer(resp.status, [(k, v) for k, v in resp.headers.items()
+                                    if k not in _HOP], resp.body)
+
+
+def serve_aio(handler, port: int) -> None:
+    import asyncio
+
+    from tunduk.server.edges.aio.http_server import Connections, HttpConnection
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        conns = Connections()
+        await loop.create_server(lambda: HttpConnection(handler, server_name="bench",
+                                                        connections=conns),
+                                 "127.0.0.1", port, backlog=1024)
+        await asyncio.Event().wait()
+    signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        os._exit(0)
+
+
 STATIC_ANSWER = (
     b"<?xml version='1.0' encoding='UTF-8'?>\n<soap11env:Envelope xmlns:soap11env="
     b'"http://schemas.xmlsoap.org/soap/envelope/" xmlns:tns="http://registry.demo.tunduk.kg/">'
@@ -92,7 +138,7 @@ def serve(app: Callable, port: int, threads: int, *, tunduk_io: bool = False) ->
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.apps")
-    p.add_argument("kind", choices=("backend", "proxy", "static"))
+    p.add_argument("kind", choices=("backend", "proxy", "aioproxy", "static"))
     p.add_argument("port", type=int)
     p.add_argument("upstream", nargs="?")
     p.add_argument("--delay-ms", type=float, default=0.0)
@@ -101,9 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     if a.kind == "backend":
         from tunduk.server.services.civil_registry import wsgi_app
         app = slow(wsgi_app, a.delay_ms / 1000) if a.delay_ms else wsgi_app
-    elif a.kind == "proxy":
+    elif a.kind in ("proxy", "aioproxy"):
         if not a.upstream:
-            p.error("proxy needs UPSTREAM_URL")
+            p.error(f"{a.kind} needs UPSTREAM_URL")
+        if a.kind == "aioproxy":
+            serve_aio(AioPassThrough(a.upstream), a.port)
+            return 0
         app = PassThrough(a.upstream)
     else:
         app = static()

@@ -75,12 +75,14 @@ def _add(x: tuple[float, float], y: tuple[float, float]) -> tuple[float, float]:
 class PlainProxies:
     """Two pass-through proxies in series in front of ``upstream``."""
 
-    def __init__(self, workdir: Path, upstream: str) -> None:
+    def __init__(self, workdir: Path, upstream: str, kind: str = "aioproxy") -> None:
+        """``kind``: "aioproxy" (the event-loop engine's HTTP stack) or "proxy"
+        (cheroot and the blocking pool, the threads engine's)."""
         self.port_b, self.port_a = free_port(), free_port()
-        self.b = Proc("proxy-b", python_argv("-m", "bench.apps", "proxy", str(self.port_b),
+        self.b = Proc("proxy-b", python_argv("-m", "bench.apps", kind, str(self.port_b),
                                              upstream), log=workdir / "proxy-b.log")
         self.b.wait_listening([self.port_b])
-        self.a = Proc("proxy-a", python_argv("-m", "bench.apps", "proxy", str(self.port_a),
+        self.a = Proc("proxy-a", python_argv("-m", "bench.apps", kind, str(self.port_a),
                                              f"http://127.0.0.1:{self.port_b}/"),
                       log=workdir / "proxy-a.log")
         self.a.wait_listening([self.port_a])

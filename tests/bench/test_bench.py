@@ -73,6 +73,24 @@ def test_python_generator_fallback_counts_requests():
     assert r.errors == 0 and r.rps > 0 and r.p99_ms >= r.p50_ms > 0
 
 
+@pytest.mark.parametrize("kind", ["aioproxy", "proxy"])
+def test_plain_proxies_forward_the_answer_unchanged(tmp_path, kind):
+    from bench.scenarios import PlainProxies
+    from tests.http_helpers import post
+    port = free_port()
+    server = wsgi.Server(("127.0.0.1", port), static(b"<fixed/>"), numthreads=4)
+    server.prepare()
+    threading.Thread(target=server.serve, daemon=True).start()
+    proxies = PlainProxies(tmp_path, f"http://127.0.0.1:{port}/", kind)
+    try:
+        reply = post(proxies.url, b"<x/>", headers={"SOAPAction": '""'})
+    finally:
+        proxies.stop()
+        server.stop()
+    assert (reply.status, reply.body) == (200, b"<fixed/>")
+    assert reply.headers["content-type"] == "text/xml"
+
+
 def test_messagelog_micro_benchmark_writes_through_the_store(tmp_path):
     from bench.micro import bench_messagelog
     from tunduk.server.messagelog.sqlite import SqliteStore
