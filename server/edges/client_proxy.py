@@ -16,29 +16,44 @@ from .wsgi_util import fault_body, internal_error, read_body, respond, respond_e
 ORIGIN = Origin.CLIENT_PROXY
 
 
+class PeerPins:
+    """The authentication certificates registered for each provider server address,
+    as the federation configuration says at the time of each request."""
+
+    def __init__(self) -> None:
+        self._pins: dict[tuple[str, int], frozenset[str]] = {}
+
+    def register(self, server) -> tuple[str, int]:
+        """Note ``server``'s current certificates; its (host, port)."""
+        host, port = split_host_port(server.address)
+        self._pins[(host, port)] = server.auth_cert_sha256
+        return host, port
+
+    def verifier(self, host: str, port: int) -> Callable[[bytes], None]:
+        def verify(der: bytes) -> None:
+            # the pins registered now, not those of when the pool was made
+            pin_to(self._pins[(host, port)])(der)
+        return verify
+
+
 class PeerClient:
     """Sends signed requests to provider servers over pooled mutual TLS."""
 
     def __init__(self, ssl_context, timeout: float = 60.0) -> None:
         self.ssl_context = ssl_context
         self.timeout = timeout
-        self._pools: dict[str, Pool] = {}
         self._by_address = Pools(self._make_pool)
-        self._pins: dict[tuple[str, int], frozenset[str]] = {}
+        self.pins = PeerPins()
 
     def _make_pool(self, host: str, port: int) -> Pool:
-        def verify(der: bytes) -> None:
-            # the pins registered now, not those of when the pool was made
-            pin_to(self._pins[(host, port)])(der)
         return Pool(host, port, ssl_context=self.ssl_context, timeout=self.timeout,
-                    verify_peer=verify)
+                    verify_peer=self.pins.verifier(host, port))
 
     def send(self, pending: PendingExchange) -> Response:
         failures = []
         headers = peer_headers(pending)
         for server in pending.targets:
-            host, port = split_host_port(server.address)
-            self._pins[(host, port)] = server.auth_cert_sha256
+            host, port = self.pins.register(server)
             try:
                 return self._by_address.get(host, port).post("/", pending.body, headers)
             except TransportError as exc:

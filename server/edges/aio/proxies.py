@@ -21,9 +21,9 @@ from ...core.errors import MLOG_FAILED, Origin, PeerFault, XRoadError
 from ...core.faults import FAULT_CONTENT_TYPE
 from ...core.side import LOG_COLLECTOR
 from ..backend import backend_path, request_headers, unreachable
-from ..client_proxy import (ClientProxyApp, answer, failed_after_sending, fault_answer,
-                            not_reached, peer_headers)
-from ..http_pool import Response, TransportError, pin_to, split_host_port
+from ..client_proxy import (ClientProxyApp, PeerPins, answer, failed_after_sending,
+                            fault_answer, not_reached, peer_headers)
+from ..http_pool import Response, TransportError
 from ..server_proxy import ServerProxyApp, answer_headers
 from ..wsgi_util import fault_body, internal_error, too_large
 from .http_server import Answer, Request
@@ -93,14 +93,11 @@ class AioClientProxy:
         self.app, self.side, self.executor = app, app.side, executor
         self.ssl_context, self.timeout = ssl_context, timeout
         self.pools = AsyncPools(self._make_pool)
-        self._pins: dict[tuple[str, int], frozenset[str]] = {}
+        self.pins = PeerPins()
 
     def _make_pool(self, host: str, port: int) -> AsyncPool:
-        def verify(der: bytes) -> None:
-            # the pins registered now, not those of when the pool was made
-            pin_to(self._pins[(host, port)])(der)
         return AsyncPool(host, port, ssl_context=self.ssl_context, timeout=self.timeout,
-                         verify_peer=verify)
+                         verify_peer=self.pins.verifier(host, port))
 
     @property
     def max_bytes(self) -> int:
@@ -139,8 +136,7 @@ class AioClientProxy:
         failures = []
         headers = peer_headers(pending)
         for server in pending.targets:
-            host, port = split_host_port(server.address)
-            self._pins[(host, port)] = server.auth_cert_sha256
+            host, port = self.pins.register(server)
             try:
                 return await self.pools.get(host, port).post("/", pending.body, headers)
             except TransportError as exc:

@@ -7,9 +7,9 @@ import socket
 import threading
 import time
 
-import httptools
 import pytest
 
+from tests.server.edges.test_cheroot_io import _read_answers
 from tunduk.server.core.errors import Origin
 from tunduk.server.edges.aio.http_server import (MAX_HEAD_BYTES, Answer, Connections,
                                                  HttpConnection, Request)
@@ -59,30 +59,6 @@ def serve():
         loop.call_soon_threadsafe(s.close)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(5)
-
-
-class _Answers:
-    def __init__(self) -> None:
-        self.done: list[tuple[int, bytes]] = []
-        self.body = b""
-        self.parser = httptools.HttpResponseParser(self)
-
-    def on_body(self, body: bytes) -> None:
-        self.body += body
-
-    def on_message_complete(self) -> None:
-        self.done.append((self.parser.get_status_code(), self.body))
-        self.body = b""
-
-
-def _read_answers(sock, n: int) -> list[tuple[int, bytes]]:
-    answers = _Answers()
-    sock.settimeout(5)
-    while len(answers.done) < n:
-        data = sock.recv(65536)
-        assert data, "server closed the connection early"
-        answers.parser.feed_data(data)
-    return answers.done
 
 
 def _answer_to(port: int, data: bytes, then: bytes = b"") -> bytes:
