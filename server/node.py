@@ -108,19 +108,23 @@ class Node:
         return self._bound(1)
 
     def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.stop()
-            self._loop = None
-        for s in self._servers:
-            s.stop()
-        for t in self._threads:
-            t.join(timeout=5)
-        self._servers, self._threads = [], []
-        self.client_app.peers.close()
-        self.server_app.backends.close()
-        close = getattr(self.message_log, "close", None)
-        if close:
-            close()
+        """Stop serving; the message log is closed (its last records committed) even
+        when stopping the listeners fails."""
+        try:
+            if self._loop is not None:
+                loop, self._loop = self._loop, None
+                loop.stop()
+            for s in self._servers:
+                s.stop()
+            for t in self._threads:
+                t.join(timeout=5)
+            self._servers, self._threads = [], []
+        finally:
+            self.client_app.peers.close()
+            self.server_app.backends.close()
+            close = getattr(self.message_log, "close", None)
+            if close:
+                close()
 
 
 def _get_handler(conf: ServerConf, client_side: ClientSide,

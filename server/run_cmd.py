@@ -36,7 +36,11 @@ def _serve_forever(conf, reuse_port: bool) -> None:
             asyncio.run(serve_until_signalled(AioEngine(node, reuse_port=reuse_port)))
         finally:
             node.stop()
-        return
+        # The message log is closed; a worker thread still blocked on a slow backend
+        # (the answer's connection is gone) must not hold the exit up.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     servers = node.make_servers(reuse_port=reuse_port)
     node._servers = servers
     import threading
@@ -77,10 +81,17 @@ def run(args) -> int:
     for _ in range(workers):
         pid = os.fork()
         if pid == 0:
+            code = 0
             try:
                 _serve_forever(conf, reuse_port=True)
+            except BaseException as exc:     # e.g. the port is taken: say so, exit 1
+                if not isinstance(exc, KeyboardInterrupt):
+                    print(f"tunduk worker {os.getpid()} failed: {type(exc).__name__}: "
+                          f"{exc}", file=sys.stderr)
+                    code = 1
             finally:
-                os._exit(0)
+                sys.stderr.flush()
+                os._exit(code)
         children.append(pid)
 
     def forward(signum, _frame):
@@ -91,13 +102,19 @@ def run(args) -> int:
                 pass
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    for pid in children:
-        while True:
-            try:
-                os.waitpid(pid, 0)
-                break
-            except ChildProcessError:
-                break
-            except InterruptedError:
-                continue
-    return 0
+    failed = 0
+    running = set(children)
+    while running:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        running.discard(pid)
+        if os.waitstatus_to_exitcode(status) != 0 and not failed:
+            failed = 1
+            print("a worker failed; stopping the others. Fix the cause above and "
+                  "start again.", file=sys.stderr)
+            forward(signal.SIGTERM, None)
+    return failed

@@ -35,6 +35,7 @@ class SocketReader:
         self._sock = sock
         self._buf = bytearray()
         self.bytes_read = 0
+        self.closed = False       # cheroot's forced close at stop asks for it
 
     def _fill(self) -> bool:
         data = self._sock.recv(_RECV_SIZE)
@@ -120,6 +121,7 @@ class SocketReader:
 
     def close(self) -> None:
         self._buf.clear()
+        self.closed = True
 
 
 class SocketWriter:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -46,3 +47,19 @@ def test_two_workers_serve_exchanges_and_stop_on_sigterm(make_federation, echo_b
         errs = [p.stderr.read().decode() for p in procs]
     assert codes == [0, 0], errs
     assert "Traceback" not in "".join(errs), errs
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_worker_that_cannot_start_makes_tunduk_run_fail_with_the_reason(
+        make_federation, engine):
+    files = make_federation(listen={"engine": engine})
+    taken = socket.create_server(("127.0.0.1", files.provider.client_port))
+    try:
+        proc = subprocess.run([sys.executable, "-m", "tunduk.server.cli", "run",
+                               "--workers", "2", str(files.provider.server_toml)],
+                              capture_output=True, text=True, timeout=60)
+    finally:
+        taken.close()
+    assert proc.returncode == 1, proc.stderr
+    assert "address already in use" in proc.stderr.lower()
+    assert "a worker failed; stopping the others" in proc.stderr

@@ -25,17 +25,19 @@ class AioEngine:
         self.reuse_port = reuse_port
         self.servers: list[asyncio.base_events.Server] = []
         self.connections = Connections()
-        self.executor: Optional[ThreadPoolExecutor] = None
+        self.executors: list[ThreadPoolExecutor] = []
         self.client: Optional[AioClientProxy] = None
         self.server: Optional[AioServerProxy] = None
 
     async def start(self) -> None:
         node, c = self.node, self.node.conf
         loop = asyncio.get_running_loop()
-        self.executor = ThreadPoolExecutor(max_workers=c.listen.threads,
-                                           thread_name_prefix="tunduk-blocking")
-        self.client = AioClientProxy(node.client_app, node.peer_context, self.executor)
-        self.server = AioServerProxy(node.server_app, self.executor)
+        # One pool per proxy: a peer's slow getWsdl must not hold up local systems.
+        self.executors = [ThreadPoolExecutor(max_workers=c.listen.threads,
+                                             thread_name_prefix=f"tunduk-{side}")
+                          for side in ("client-proxy", "server-proxy")]
+        self.client = AioClientProxy(node.client_app, node.peer_context, self.executors[0])
+        self.server = AioServerProxy(node.server_app, self.executors[1])
         name = f"tunduk {node.conf.owner}/{node.conf.server_code}"
 
         def protocol(handler):
@@ -58,21 +60,24 @@ class AioEngine:
         return self.servers[index].sockets[0].getsockname()[:2]
 
     async def stop(self, grace: float = STOP_GRACE) -> None:
-        """Stop accepting, let requests in progress finish (up to ``grace`` s), close."""
-        for s in self.servers:
-            s.close()
-        self.connections.idle_close()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace
-        while self.connections.busy() and loop.time() < deadline:
-            await asyncio.sleep(0.02)
-        self.connections.close_all()
-        for proxy in (self.client, self.server):
-            if proxy is not None:
-                proxy.close()
-        if self.executor is not None:
-            self.executor.shutdown(wait=False, cancel_futures=True)
-        self.servers = []
+        """Stop accepting, let requests in progress finish (up to ``grace`` s), close.
+        Whatever fails on the way, everything is closed."""
+        try:
+            for s in self.servers:
+                s.close()
+            self.connections.idle_close()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + grace
+            while self.connections.busy() and loop.time() < deadline:
+                await asyncio.sleep(0.02)
+        finally:
+            self.connections.close_all()
+            for proxy in (self.client, self.server):
+                if proxy is not None:
+                    proxy.close()
+            for executor in self.executors:
+                executor.shutdown(wait=False, cancel_futures=True)
+            self.servers = []
 
 
 class LoopThread:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import re
 import socket
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from ..wsgi_util import status_line
 MAX_HEAD_BYTES = 64 * 1024      # request line and header fields of one request
 MAX_HEADER_FIELDS = 100
 IDLE_TIMEOUT = 10.0             # seconds a connection may wait between requests
+_ENCODED_SLASH = re.compile(rb"%2[Ff]")
 MAX_PIPELINED = 16              # requests read ahead of the one being handled
 CHUNK_FRAMING = 64              # bytes of size line and CRLFs allowed per chunk
 
@@ -87,7 +89,7 @@ class Connections:
     def idle_close(self) -> None:
         self.stopping = True
         for c in list(self.open):
-            if not c.busy and not c.ready:
+            if not c.busy and not c.ready and not c.transport.is_closing():
                 c.close()
 
     def busy(self) -> int:
@@ -108,6 +110,7 @@ class HttpConnection(asyncio.Protocol):
         self.transport: Optional[asyncio.Transport] = None
         self.busy = False          # a request is being handled
         self.stopped = False       # no more input is read (closing, refused, EOF)
+        self.refusal: Optional[Answer] = None   # a 400/431 owed after the answers
         self.write_paused = False  # the client does not read: answer nothing more
         self.ready: collections.deque[tuple[Request, bool]] = collections.deque()
 
@@ -156,11 +159,16 @@ class HttpConnection(asyncio.Protocol):
             self._proceed()
 
     def close(self) -> None:
-        """Close once what is buffered is sent, and for good if it cannot be."""
+        """Close once what is buffered is sent, and for good if it cannot be.  Safe to
+        call again (an SSL transport must not be closed twice)."""
         self.stopped = True
-        self.transport.close()
-        if self.transport.get_write_buffer_size():
-            self.loop.call_later(self.idle_timeout, self.transport.abort)
+        transport = self.transport
+        if transport.is_closing():
+            return
+        unsent = transport.get_write_buffer_size()
+        transport.close()
+        if unsent:
+            self.loop.call_later(self.idle_timeout, transport.abort)
 
     def _arm_idle(self) -> None:
         self._disarm_idle()
@@ -280,7 +288,10 @@ class HttpConnection(asyncio.Protocol):
         self.in_message = False
         self.continue_due = False
         body = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
-        self.ready.append((self._request(body), self.parser.should_keep_alive()))
+        # HTTP/1.0 connections are closed after the answer (as cheroot does)
+        keep_alive = self.parser.should_keep_alive() and \
+            self.parser.get_http_version() != "1.0"
+        self.ready.append((self._request(body), keep_alive))
         self._next()
         if len(self.ready) >= MAX_PIPELINED:
             # answer these, then close: a client cannot queue work without end
@@ -296,7 +307,10 @@ class HttpConnection(asyncio.Protocol):
             query = (url.query or b"").decode("latin-1")
         except httptools.HttpParserInvalidURLError:
             raw_path, query = self.url.partition(b"?")[0] or b"/", ""
-        path = unquote_to_bytes(raw_path).decode("latin-1")
+        # "%2F" stays encoded (as cheroot and most WSGI servers keep it): an encoded
+        # slash is not a path separator
+        path = "%2F".join(unquote_to_bytes(part).decode("latin-1")
+                          for part in _ENCODED_SLASH.split(raw_path))
         return Request(parser.get_method().decode("ascii"), self.url.decode("latin-1"),
                        path, query, self.headers, body, parser.get_http_version(),
                        self.peer_cert_der, self.client_address, self.server_address,
@@ -326,10 +340,15 @@ class HttpConnection(asyncio.Protocol):
         except Exception:                      # handlers answer faults themselves
             answer = Answer(500, [("Content-Type", "text/plain")],
                             b"Internal Server Error", close=True)
-        last = answer.close or not keep_alive or self.connections.stopping \
-            or (self.stopped and not self.ready)
+        ends = answer.close or not keep_alive or self.connections.stopping
+        # a malformed request came after this one: its 400 follows this answer
+        refusal = self.refusal if not ends and not self.ready else None
+        last = ends or (self.stopped and not self.ready)
         try:
-            self._write(answer, last, head_only=request.method == "HEAD")
+            self._write(answer, last and refusal is None,
+                        head_only=request.method == "HEAD")
+            if refusal is not None:
+                self._write(refusal, True)
         except Exception:                      # an answer that cannot be encoded
             self.busy = False
             self.transport.abort()
@@ -383,7 +402,9 @@ class HttpConnection(asyncio.Protocol):
         requests before it, then close."""
         self.stopped = True
         self.transport.pause_reading()
+        self.refusal = Answer(status, [("Content-Type", "text/plain")],
+                              message.encode("latin-1", "replace"))
         if not self.busy and not self.ready:
-            self._write(Answer(status, [("Content-Type", "text/plain")],
-                               message.encode("latin-1", "replace")), close=True)
+            self._write(self.refusal, close=True)
+            self.refusal = None
             self.close()

@@ -51,7 +51,12 @@ class LogWaits:
         loop = self.loop
 
         def done(seq: Optional[int], error: Optional[str]) -> None:
-            loop.call_soon_threadsafe(_settle, future, error)
+            if loop.is_closed():           # stopped meanwhile: nobody waits for it
+                return
+            try:
+                loop.call_soon_threadsafe(_settle, future, error)
+            except RuntimeError:           # closed between the check and the call
+                pass
         submit(record, done)
         self.futures.append(future)
 

@@ -151,7 +151,7 @@ class _Upstream(asyncio.Protocol):
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_exception(exc)
         if self.transport is not None:
-            self.transport.close()
+            self.transport.abort()     # nothing more to send or read on it
 
 
 def _refused(exc) -> TransportError:
@@ -162,10 +162,12 @@ def _refused(exc) -> TransportError:
 
 
 class AsyncPool:
-    """Connections to one (host, port), used from one event loop."""
+    """Connections to one (host, port), used from one event loop; at most
+    ``max_connections`` carry requests at once (others wait, within ``timeout``), at
+    most ``maxsize`` are kept idle."""
 
     def __init__(self, host: str, port: int, *, ssl_context: Optional[ssl.SSLContext] = None,
-                 timeout: float = 60.0, maxsize: int = 64,
+                 timeout: float = 60.0, maxsize: int = 64, max_connections: int = 64,
                  verify_peer: Optional[Callable[[bytes], None]] = None,
                  max_response_bytes: int = 50 * 1024 * 1024) -> None:
         self.host, self.port = host, port
@@ -175,6 +177,8 @@ class AsyncPool:
         self._host_header = host_header(host, port)
         self._idle: list[_Upstream] = []
         self._closed = False
+        self.max_connections = max_connections
+        self._slots = asyncio.Semaphore(max_connections)
 
     async def post(self, path: str, body: bytes, headers: dict[str, str]) -> Response:
         return await self.request("POST", path, body, headers)
@@ -182,6 +186,21 @@ class AsyncPool:
     async def request(self, method: str, path: str, body: Optional[bytes],
                       headers: dict[str, str]) -> Response:
         message = encode_request(self._host_header, method, path, body, headers)
+        if self._slots.locked():
+            try:
+                await asyncio.wait_for(self._slots.acquire(), self.timeout)
+            except (asyncio.TimeoutError, TimeoutError):
+                raise TransportError(
+                    f"no connection to the server became free within {self.timeout:g} s "
+                    f"(at most {self.max_connections} at once)", sent=False) from None
+        else:
+            await self._slots.acquire()
+        try:
+            return await self._request(message)
+        finally:
+            self._slots.release()
+
+    async def _request(self, message: bytes) -> Response:
         conn = self._checkout()
         fresh = conn is None
         if conn is None:
@@ -212,14 +231,14 @@ class AsyncPool:
             raise TransportError("the server closed the connection in mid-answer") \
                 from None
         except (asyncio.TimeoutError, TimeoutError):
-            conn.transport.close()
+            conn.transport.abort()     # not close(): it would wait to send the rest
             raise TransportError("timed out") from None
         except (OSError, httptools.HttpParserError, httptools.HttpParserUpgrade,
                 ResponseTooLarge, _BadResponse) as exc:
-            conn.transport.close()
+            conn.transport.abort()
             raise TransportError(describe(exc)) from exc
         except asyncio.CancelledError:
-            conn.transport.close()
+            conn.transport.abort()
             raise
 
     async def _roundtrip(self, conn: _Upstream, message: bytes) -> Response:

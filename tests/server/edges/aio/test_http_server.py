@@ -409,3 +409,30 @@ def test_stopping_closes_connections_after_their_answer(serve):
         http_server.HttpConnection.connection_made = orig
     assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"/r1|")
     assert b"\r\nConnection: close\r\n" in answer
+
+
+# -- found by the second review: differences from cheroot a client would notice ------
+
+def test_an_encoded_slash_in_the_path_stays_encoded(serve):
+    echo = Echo()
+    port = serve(echo)
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"GET /xsd%2Fxroad.xsd/a%20b HTTP/1.1\r\nHost: x\r\n\r\n")
+        _read_answers(s, 1)
+    assert echo.seen[0].path == "/xsd%2Fxroad.xsd/a b"
+
+
+def test_a_malformed_request_after_a_good_one_gets_its_400_after_that_answer(serve):
+    echo = Echo(delay=0.1)
+    answer = _answer_to(serve(echo), b"POST /1 HTTP/1.1\r\nHost: x\r\nContent-Length: 0"
+                        b"\r\n\r\nPOST /2 HTTP/1.1\r\nHost: x\r\nX: a\rb\r\n\r\n")
+    first, _, second = answer.partition(b"/1|")
+    assert first.startswith(b"HTTP/1.1 200 ") and b"Connection: close" not in first
+    assert second.startswith(b"HTTP/1.1 400 ") and b"\r\nConnection: close\r\n" in second
+    assert [r.path for r in echo.seen] == ["/1"]
+
+
+def test_http_1_0_keep_alive_is_not_kept(serve):
+    answer = _answer_to(serve(Echo()), b"POST /x HTTP/1.0\r\nConnection: keep-alive\r\n"
+                        b"Content-Length: 1\r\n\r\nz")
+    assert answer.startswith(b"HTTP/1.1 200 ") and b"\r\nConnection: close\r\n" in answer

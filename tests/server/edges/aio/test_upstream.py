@@ -544,3 +544,74 @@ def test_connection_closed_while_the_loop_was_busy_is_not_used_again(aio):
     assert aio.run(two()) == (b"1", b"2")
     assert srv.connections == 2
     srv.close()
+
+
+def test_a_timed_out_request_is_dropped_not_left_sending(aio):
+    """A peer that accepts but never reads: after the timeout our side of the
+    connection is gone at once (the threaded pool closes its socket too), not kept
+    open until the peer has read 20 MB."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list = []
+
+    def accept():
+        conn, _ = listener.accept()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        accepted.append(conn)
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    pool = aio.pool(listener.getsockname()[1], timeout=1)
+    with pytest.raises(TransportError) as ei:
+        aio.run(pool.post("/", b"x" * (20 * 1024 * 1024), {}))
+    assert str(ei.value) == "timed out" and ei.value.sent
+    t.join(5)
+    peer = accepted[0]
+    peer.settimeout(5)
+    got = 0
+    try:
+        while chunk := peer.recv(1 << 20):     # what was in flight, then the end
+            got += len(chunk)
+    except ConnectionResetError:
+        pass
+    assert got < 20 * 1024 * 1024
+    peer.close()
+    listener.close()
+
+
+def test_at_most_max_connections_carry_requests_at_once(aio):
+    import time
+    lock = threading.Lock()
+    now, most = [0], [0]
+
+    def slow(environ, start_response):
+        with lock:
+            now[0] += 1
+            most[0] = max(most[0], now[0])
+        time.sleep(0.2)
+        with lock:
+            now[0] -= 1
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+        return [b"ok"]
+    port = free_port()
+    server = wsgi.Server(("127.0.0.1", port), slow, numthreads=10)
+    server.prepare()
+    threading.Thread(target=server.serve, daemon=True).start()
+    pool = aio.pool(port, max_connections=2)
+
+    async def six():
+        return await asyncio.gather(*(pool.post("/", b"a", {}) for _ in range(6)))
+    try:
+        answers = aio.run(six())
+    finally:
+        server.stop()
+    assert [a.body for a in answers] == [b"ok"] * 6
+    assert most[0] == 2
+
+
+def test_waiting_for_a_free_connection_is_bounded_by_the_timeout(aio):
+    pool = aio.pool(free_port(), max_connections=1, timeout=0.3)
+    aio.run(pool._slots.acquire())          # the one connection is busy (held here)
+    with pytest.raises(TransportError) as ei:
+        aio.run(pool.post("/", b"a", {}))
+    assert not ei.value.sent
+    assert str(ei.value) == ("no connection to the server became free within 0.3 s "
+                             "(at most 1 at once)")
