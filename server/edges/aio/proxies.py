@@ -35,8 +35,8 @@ COMMIT_TIMEOUT = 60.0     # seconds, as GroupWriter.commit_timeout on the thread
 
 
 class LogWaits:
-    """The records one exchange's core steps log; ``wait`` returns once all are
-    durable, or raises MessageLogFailed."""
+    """The records one exchange's core steps log: ``step`` returns a step's result
+    once all its records are durable, or raises MessageLogFailed."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
