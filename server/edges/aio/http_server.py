@@ -26,6 +26,9 @@ MAX_HEAD_BYTES = 64 * 1024      # request line and header fields of one request
 MAX_HEADER_FIELDS = 100
 IDLE_TIMEOUT = 10.0             # seconds a connection may wait between requests
 _ENCODED_SLASH = re.compile(rb"%2[Ff]")
+# Request body bytes all connections of a server may hold at once (read, not yet
+# answered); cheroot's bound was its thread count times the body limit.
+BODY_BUDGET = 256 * 1024 * 1024
 MAX_PIPELINED = 16              # requests read ahead of the one being handled
 CHUNK_FRAMING = 64              # bytes of size line and CRLFs allowed per chunk
 
@@ -82,9 +85,33 @@ def _http_date() -> str:
 
 @dataclass
 class Connections:
-    """The server's open connections, for a graceful stop."""
+    """The server's open connections, for a graceful stop, and the budget of request
+    body bytes they may hold at once (each request reserves its announced length, or
+    the body limit when chunked, before its body is read; others wait, unread)."""
     open: set = field(default_factory=set)
     stopping: bool = False        # answers say "Connection: close"; nothing new is read
+    body_budget: int = BODY_BUDGET
+    reserved: int = 0
+    waiting: collections.deque = field(default_factory=collections.deque)
+
+    def reserve(self, n: int) -> bool:
+        # With nothing reserved, any one request may go (none exceeds the limit).
+        if self.reserved and self.reserved + n > self.body_budget:
+            return False
+        self.reserved += n
+        return True
+
+    def release(self, n: int) -> None:
+        self.reserved -= n
+        while self.waiting:
+            conn = self.waiting[0]
+            if conn.stopped or conn.transport.is_closing():
+                self.waiting.popleft()
+                continue
+            if not self.reserve(conn.wanted):
+                return
+            self.waiting.popleft()
+            conn.granted()
 
     def idle_close(self) -> None:
         self.stopping = True
@@ -112,7 +139,10 @@ class HttpConnection(asyncio.Protocol):
         self.stopped = False       # no more input is read (closing, refused, EOF)
         self.refusal: Optional[Answer] = None   # a 400/431 owed after the answers
         self.write_paused = False  # the client does not read: answer nothing more
-        self.ready: collections.deque[tuple[Request, bool]] = collections.deque()
+        # complete requests not yet handled: (request, keep-alive, bytes reserved)
+        self.ready: collections.deque[tuple[Request, bool, int]] = collections.deque()
+        self.msg_reserved = 0      # budget reserved for the body being read
+        self.wanted = 0            # budget waited for (reading is paused meanwhile)
 
     # -- connection -------------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -142,6 +172,22 @@ class HttpConnection(asyncio.Protocol):
         self.stopped = True
         self.connections.open.discard(self)
         self._disarm_idle()
+        self._release(self.msg_reserved + sum(r for _, _, r in self.ready))
+        self.msg_reserved, self.wanted = 0, 0
+        self.ready.clear()     # the request being handled releases its own share
+
+    def _release(self, n: int) -> None:
+        if n:
+            self.connections.release(n)
+
+    def granted(self) -> None:
+        """The budget this connection waited for is reserved: read its body."""
+        self.msg_reserved, self.wanted = self.wanted, 0
+        if not self.stopped and not self.busy and not self.ready:
+            if self.continue_due and self.in_message:
+                self.continue_due = False
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.transport.resume_reading()
 
     def eof_received(self) -> bool:
         """The client half-closed: answer what it sent in full, then close."""
@@ -269,8 +315,18 @@ class HttpConnection(asyncio.Protocol):
         if length is not None and int(length) > self.max_body:
             self._too_large(f"the message is {int(length)} bytes; the limit is "
                             f"{self.max_body}")
+        need = int(length) if length is not None else (
+            self.max_body if self.parser.get_method() != b"GET"
+            and "chunked" in headers.get("transfer-encoding", "").lower() else 0)
+        if need:
+            if self.connections.reserve(need):
+                self.msg_reserved = need
+            else:                          # wait, unread, for bodies to be answered
+                self.wanted = need
+                self.transport.pause_reading()
+                self.connections.waiting.append(self)
         if headers.get("expect", "").lower() == "100-continue":
-            if self.busy or self.ready:
+            if self.busy or self.ready or self.wanted:
                 self.continue_due = True   # after the answers before it
             else:
                 self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -291,7 +347,8 @@ class HttpConnection(asyncio.Protocol):
         # HTTP/1.0 connections are closed after the answer (as cheroot does)
         keep_alive = self.parser.should_keep_alive() and \
             self.parser.get_http_version() != "1.0"
-        self.ready.append((self._request(body), keep_alive))
+        self.ready.append((self._request(body), keep_alive, self.msg_reserved))
+        self.msg_reserved = 0
         self._next()
         if len(self.ready) >= MAX_PIPELINED:
             # answer these, then close: a client cannot queue work without end
@@ -321,7 +378,8 @@ class HttpConnection(asyncio.Protocol):
         close afterwards."""
         self.stopped = True
         self.transport.pause_reading()
-        self.ready.append((self._request(b"", why), False))
+        self.ready.append((self._request(b"", why), False, self.msg_reserved))
+        self.msg_reserved = 0
         self._next()
         raise _BodyTooLarge()
 
@@ -331,15 +389,17 @@ class HttpConnection(asyncio.Protocol):
             return
         self.busy = True
         self._disarm_idle()
-        request, keep_alive = self.ready.popleft()
-        self.loop.create_task(self._answer(request, keep_alive))
+        request, keep_alive, reserved = self.ready.popleft()
+        self.loop.create_task(self._answer(request, keep_alive, reserved))
 
-    async def _answer(self, request: Request, keep_alive: bool) -> None:
+    async def _answer(self, request: Request, keep_alive: bool, reserved: int) -> None:
         try:
             answer = await self.handler(request)
         except Exception:                      # handlers answer faults themselves
             answer = Answer(500, [("Content-Type", "text/plain")],
                             b"Internal Server Error", close=True)
+        finally:
+            self._release(reserved)
         ends = answer.close or not keep_alive or self.connections.stopping
         # a malformed request came after this one: its 400 follows this answer
         refusal = self.refusal if not ends and not self.ready else None
@@ -355,6 +415,7 @@ class HttpConnection(asyncio.Protocol):
             return
         self.busy = False
         if last or self.transport.is_closing():
+            self._release(sum(r for _, _, r in self.ready))
             self.ready.clear()
             self.close()
             return
@@ -371,11 +432,13 @@ class HttpConnection(asyncio.Protocol):
         if self.stopped:
             self.close()
             return
+        self._arm_idle()
+        if self.wanted:
+            return                 # the body waits for budget (granted() reads on)
         if self.continue_due and self.in_message:
             self.continue_due = False
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self.transport.resume_reading()
-        self._arm_idle()
 
     def _write(self, answer: Answer, close: bool, head_only: bool = False) -> None:
         if self.transport.is_closing():

@@ -436,3 +436,62 @@ def test_http_1_0_keep_alive_is_not_kept(serve):
     answer = _answer_to(serve(Echo()), b"POST /x HTTP/1.0\r\nConnection: keep-alive\r\n"
                         b"Content-Length: 1\r\n\r\nz")
     assert answer.startswith(b"HTTP/1.1 200 ") and b"\r\nConnection: close\r\n" in answer
+
+
+# -- the budget of request body bytes held at once ----------------------------------
+
+@pytest.fixture
+def serve_budget():
+    """Like ``serve``, with a body budget: (port, connections) of an Echo server."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    servers = []
+
+    def start(handler, budget: int):
+        conns = Connections(body_budget=budget)
+
+        async def make():
+            return await loop.create_server(
+                lambda: HttpConnection(handler, server_name="test", connections=conns),
+                "127.0.0.1", 0)
+        server = asyncio.run_coroutine_threadsafe(make(), loop).result()
+        servers.append(server)
+        return server.sockets[0].getsockname()[1], conns
+    yield start
+    for s in servers:
+        loop.call_soon_threadsafe(s.close)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+
+
+def test_bodies_over_the_budget_wait_unread_until_earlier_ones_are_answered(serve_budget):
+    echo = Echo(delay=0.5)
+    port, conns = serve_budget(echo, budget=100_000)
+    body = b"b" * 80_000
+    request_ = b"POST /%d HTTP/1.1\r\nHost: x\r\nContent-Length: 80000\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port)) as first, \
+            socket.create_connection(("127.0.0.1", port)) as second:
+        first.sendall(request_ % 1 + body)
+        time.sleep(0.2)                       # /1 holds 80 KB of the 100 KB budget
+        second.sendall(request_ % 2)
+        time.sleep(0.1)
+        assert [r.path for r in echo.seen] == ["/1"]
+        assert conns.reserved == 80_000 and len(conns.waiting) == 1
+        second.sendall(body)                   # not read before /1 is answered
+        assert _read_answers(first, 1) == [(200, b"/1|" + body)]
+        assert _read_answers(second, 1) == [(200, b"/2|" + body)]
+    assert [r.path for r in echo.seen] == ["/1", "/2"]
+    time.sleep(0.1)
+    assert conns.reserved == 0 and not conns.waiting
+
+
+def test_a_closed_connection_gives_its_budget_back(serve_budget):
+    port, conns = serve_budget(Echo(), budget=100_000)
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  b"3\r\nabc\r\n")
+        time.sleep(0.1)
+        assert conns.reserved == MB           # chunked: the body limit is reserved
+    time.sleep(0.2)
+    assert conns.reserved == 0
