@@ -6,6 +6,7 @@ before the chain head is read, so their batches never interleave.
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 from .store import SqlStore
@@ -26,12 +27,27 @@ class SqliteStore(SqlStore):
         conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None,
                                check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = self._to_wal(conn)
         if str(mode).lower() != "wal":
             conn.close()
             raise sqlite3.OperationalError(f"cannot switch {self.path} to WAL mode ({mode})")
         conn.execute("PRAGMA synchronous = FULL")
         return conn
+
+    @staticmethod
+    def _to_wal(conn) -> str:
+        """``PRAGMA journal_mode = WAL``, retried: while another process creates or
+        switches the same new file, SQLite answers "database is locked" at once
+        instead of calling the busy handler."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                return conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    conn.close()
+                    raise
+                time.sleep(0.01)
 
     def _begin_write(self) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
