@@ -94,8 +94,12 @@ def run(args) -> int:
                 os._exit(code)
         children.append(pid)
 
+    running = set(children)
+    stopping = []
+
     def forward(signum, _frame):
-        for pid in children:
+        stopping.append(signum)
+        for pid in list(running):          # not reaped ones: a pid may be reused
             try:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
@@ -103,7 +107,6 @@ def run(args) -> int:
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     failed = 0
-    running = set(children)
     while running:
         try:
             pid, status = os.wait()
@@ -112,7 +115,10 @@ def run(args) -> int:
         except InterruptedError:
             continue
         running.discard(pid)
-        if os.waitstatus_to_exitcode(status) != 0 and not failed:
+        code = os.waitstatus_to_exitcode(status)
+        if stopping and code in (-signal.SIGTERM, -signal.SIGINT):
+            continue                       # stopped before its own handlers were up
+        if code != 0 and not failed:
             failed = 1
             print("a worker failed; stopping the others. Fix the cause above and "
                   "start again.", file=sys.stderr)

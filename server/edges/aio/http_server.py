@@ -105,7 +105,7 @@ class Connections:
         self.reserved -= n
         while self.waiting:
             conn = self.waiting[0]
-            if conn.stopped or conn.transport.is_closing():
+            if conn.stopped or conn.transport.is_closing() or not conn.wanted:
                 self.waiting.popleft()
                 continue
             if not self.reserve(conn.wanted):
@@ -173,8 +173,27 @@ class HttpConnection(asyncio.Protocol):
         self.connections.open.discard(self)
         self._disarm_idle()
         self._release(self.msg_reserved + sum(r for _, _, r in self.ready))
-        self.msg_reserved, self.wanted = 0, 0
+        self._unqueue()
+        self.msg_reserved = 0
         self.ready.clear()     # the request being handled releases its own share
+
+    def _unqueue(self) -> None:
+        if self.wanted:
+            try:
+                self.connections.waiting.remove(self)
+            except ValueError:
+                pass
+            self.wanted = 0
+
+    def _take_unreserved(self) -> None:
+        # httptools parsed on past the head in the same read (pause_reading only stops
+        # later reads): the body was read anyway, so account for it (over the budget by
+        # at most one read) and stop waiting.
+        if self.wanted:
+            need = self.wanted
+            self._unqueue()
+            self.connections.reserved += need
+            self.msg_reserved = need
 
     def _release(self, n: int) -> None:
         if n:
@@ -226,7 +245,8 @@ class HttpConnection(asyncio.Protocol):
             self.idle_timer = None
 
     def _on_idle(self) -> None:
-        if not self.busy:
+        # (a connection waiting for body budget has sent its request: not idle)
+        if not self.busy and not self.wanted:
             self.close()
 
     # -- parsing ----------------------------------------------------------------
@@ -341,6 +361,7 @@ class HttpConnection(asyncio.Protocol):
         self.chunks.append(body)
 
     def on_message_complete(self) -> None:
+        self._take_unreserved()
         self.in_message = False
         self.continue_due = False
         body = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
@@ -376,6 +397,7 @@ class HttpConnection(asyncio.Protocol):
     def _too_large(self, why: str) -> None:
         """Answer now (after the answers before it), without reading the body, and
         close afterwards."""
+        self._unqueue()
         self.stopped = True
         self.transport.pause_reading()
         self.ready.append((self._request(b"", why), False, self.msg_reserved))

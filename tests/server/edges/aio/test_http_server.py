@@ -495,3 +495,41 @@ def test_a_closed_connection_gives_its_budget_back(serve_budget):
         assert conns.reserved == MB           # chunked: the body limit is reserved
     time.sleep(0.2)
     assert conns.reserved == 0
+
+
+def test_budget_is_all_given_back_when_heads_and_bodies_come_in_one_read(serve_budget):
+    # A body that arrives in the same read as its head is parsed even when its
+    # request had to wait for budget (pausing stops only later reads): it is then
+    # counted as reserved, and everything returns to zero once all is answered.
+    echo = Echo(delay=0.05)
+    port, conns = serve_budget(echo, budget=30_000)
+    one = b"POST /%d HTTP/1.1\r\nHost: x\r\nContent-Length: 10000\r\n\r\n" + b"b" * 10_000
+    socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+    try:
+        for s in socks:
+            s.sendall(b"".join(one % i for i in range(5)))       # 5 pipelined, one write
+        for s in socks:
+            assert [a[0] for a in _read_answers(s, 5)] == [200] * 5
+    finally:
+        for s in socks:
+            s.close()
+    time.sleep(0.3)
+    assert len(echo.seen) == 20
+    assert (conns.reserved, len(conns.waiting), len(conns.open)) == (0, 0, 0)
+
+
+def test_a_request_waiting_for_budget_is_not_dropped_as_idle(serve_budget):
+    echo = Echo(delay=1.0)
+    port, conns = serve_budget(echo, budget=100_000)
+    body = b"b" * 80_000
+    head = b"POST /%d HTTP/1.1\r\nHost: x\r\nContent-Length: 80000\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port)) as first, \
+            socket.create_connection(("127.0.0.1", port)) as second:
+        first.sendall(head % 1 + body)
+        time.sleep(0.2)
+        for c in list(conns.open):
+            c.idle_timeout = 0.3            # shorter than /1's handling
+        second.sendall(head % 2)
+        time.sleep(0.1)
+        second.sendall(body)
+        assert _read_answers(second, 1) == [(200, b"/2|" + body)]
