@@ -37,17 +37,16 @@ class Echo:
 
 
 @pytest.fixture
-def serve():
-    """``serve(handler, idle_timeout=...)`` → port of an HttpConnection server on a
-    loop in a thread."""
+def serve_with():
+    """``serve_with(handler, connections, idle_timeout=...)`` → port of an
+    HttpConnection server on a loop in a thread."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     servers = []
 
-    def start(handler, **kw) -> int:
+    def start(handler, conns: Connections, **kw) -> int:
         async def make():
-            conns = Connections()
             return await loop.create_server(
                 lambda: HttpConnection(handler, server_name="test", connections=conns,
                                        **kw), "127.0.0.1", 0)
@@ -59,6 +58,12 @@ def serve():
         loop.call_soon_threadsafe(s.close)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(5)
+
+
+@pytest.fixture
+def serve(serve_with):
+    """``serve(handler, idle_timeout=...)`` → port."""
+    return lambda handler, **kw: serve_with(handler, Connections(), **kw)
 
 
 def _answer_to(port: int, data: bytes, then: bytes = b"") -> bytes:
@@ -441,28 +446,12 @@ def test_http_1_0_keep_alive_is_not_kept(serve):
 # -- the budget of request body bytes held at once ----------------------------------
 
 @pytest.fixture
-def serve_budget():
-    """Like ``serve``, with a body budget: (port, connections) of an Echo server."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    servers = []
-
+def serve_budget(serve_with):
+    """``serve_budget(handler, budget)`` → (port, the server's Connections)."""
     def start(handler, budget: int):
         conns = Connections(body_budget=budget)
-
-        async def make():
-            return await loop.create_server(
-                lambda: HttpConnection(handler, server_name="test", connections=conns),
-                "127.0.0.1", 0)
-        server = asyncio.run_coroutine_threadsafe(make(), loop).result()
-        servers.append(server)
-        return server.sockets[0].getsockname()[1], conns
-    yield start
-    for s in servers:
-        loop.call_soon_threadsafe(s.close)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
+        return serve_with(handler, conns), conns
+    return start
 
 
 def test_bodies_over_the_budget_wait_unread_until_earlier_ones_are_answered(serve_budget):
