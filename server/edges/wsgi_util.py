@@ -12,8 +12,10 @@ from ..core.faults import FAULT_CONTENT_TYPE, error_to_fault
 
 log = logging.getLogger("tunduk")
 _REASONS = {200: "200 OK", 400: "400 Bad Request", 404: "404 Not Found",
-            405: "405 Method Not Allowed", 413: "413 Payload Too Large",
-            500: "500 Internal Server Error"}
+            405: "405 Method Not Allowed", 408: "408 Request Timeout",
+            413: "413 Payload Too Large", 431: "431 Request Header Fields Too Large",
+            500: "500 Internal Server Error", 502: "502 Bad Gateway",
+            503: "503 Service Unavailable"}
 
 
 def status_line(code: int) -> str:

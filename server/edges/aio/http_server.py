@@ -29,6 +29,7 @@ _ENCODED_SLASH = re.compile(rb"%2[Ff]")
 # Request body bytes all connections of a server may hold at once (read, not yet
 # answered); cheroot's bound was its thread count times the body limit.
 BODY_BUDGET = 256 * 1024 * 1024
+BODY_TIMEOUT = 60.0             # seconds from a request's head to the end of its body
 MAX_PIPELINED = 16              # requests read ahead of the one being handled
 CHUNK_FRAMING = 64              # bytes of size line and CRLFs allowed per chunk
 
@@ -129,11 +130,14 @@ class Connections:
 
 class HttpConnection(asyncio.Protocol):
     def __init__(self, handler: Handler, *, server_name: str,
-                 connections: Connections, idle_timeout: float = IDLE_TIMEOUT) -> None:
+                 connections: Connections, idle_timeout: float = IDLE_TIMEOUT,
+                 body_timeout: float = BODY_TIMEOUT) -> None:
         self.handler = handler            # also says ``max_bytes``, the body limit
         self.server_name = server_name
         self.connections = connections
         self.idle_timeout = idle_timeout
+        self.body_timeout = body_timeout
+        self.body_timer: Optional[asyncio.TimerHandle] = None
         self.transport: Optional[asyncio.Transport] = None
         self.busy = False          # a request is being handled
         self.stopped = False       # no more input is read (closing, refused, EOF)
@@ -169,6 +173,7 @@ class HttpConnection(asyncio.Protocol):
         self._arm_idle()
 
     def connection_lost(self, exc) -> None:
+        self._stop_body_timer()
         self.stopped = True
         self.connections.open.discard(self)
         self._disarm_idle()
@@ -324,6 +329,9 @@ class HttpConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.headers_done = True
+        # The whole body must arrive within body_timeout: a client trickling it (and
+        # holding its share of the body budget) is refused with 408.
+        self.body_timer = self.loop.call_later(self.body_timeout, self._body_too_slow)
         headers = self.headers
         for name, value in self.fields:
             key = name.decode("latin-1").lower()
@@ -361,6 +369,7 @@ class HttpConnection(asyncio.Protocol):
         self.chunks.append(body)
 
     def on_message_complete(self) -> None:
+        self._stop_body_timer()
         self._take_unreserved()
         self.in_message = False
         self.continue_due = False
@@ -393,6 +402,17 @@ class HttpConnection(asyncio.Protocol):
                        path, query, self.headers, body, parser.get_http_version(),
                        self.peer_cert_der, self.client_address, self.server_address,
                        self.tls, too_large)
+
+    def _stop_body_timer(self) -> None:
+        if self.body_timer is not None:
+            self.body_timer.cancel()
+            self.body_timer = None
+
+    def _body_too_slow(self) -> None:
+        self.body_timer = None
+        if self.in_message and self.headers_done and not self.stopped:
+            self._refuse(408, f"The request body did not arrive within "
+                              f"{self.body_timeout:g} s")
 
     def _too_large(self, why: str) -> None:
         """Answer now (after the answers before it), without reading the body, and

@@ -522,3 +522,33 @@ def test_a_request_waiting_for_budget_is_not_dropped_as_idle(serve_budget):
         time.sleep(0.1)
         second.sendall(body)
         assert _read_answers(second, 1) == [(200, b"/2|" + body)]
+
+
+def test_a_body_that_does_not_arrive_in_time_is_refused_and_its_budget_freed(serve_with):
+    echo = Echo()
+    conns = Connections(body_budget=100_000)
+    port = serve_with(echo, conns, body_timeout=0.5)
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.settimeout(5)
+        s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 50000\r\n\r\n" + b"b" * 100)
+        time.sleep(0.1)
+        assert conns.reserved == 50_000
+        started = time.monotonic()
+        s.settimeout(0.2)
+        answer = b""
+        while time.monotonic() - started < 3:  # a byte now and then does not help
+            try:
+                s.sendall(b"b")
+                chunk = s.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            if not chunk:
+                break
+            answer += chunk
+        assert time.monotonic() - started < 2
+    assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert b"did not arrive within 0.5 s" in answer
+    time.sleep(0.1)
+    assert conns.reserved == 0 and echo.seen == []
