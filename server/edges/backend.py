@@ -61,10 +61,17 @@ class Backends:
             with self._lock:
                 pool = self._pools.get(key)
                 if pool is None:
-                    tls = self._tls if scheme == "https" else None
-                    pool = self._pools[key] = Pool(
-                        host, port or (443 if tls else 80), ssl_context=tls, timeout=timeout)
+                    tls, port = self.endpoint(scheme, port)
+                    pool = self._pools[key] = Pool(host, port, ssl_context=tls,
+                                                   timeout=timeout)
         return pool
+
+    def endpoint(self, scheme: str, port: Optional[int]
+                 ) -> tuple[Optional[ssl.SSLContext], int]:
+        """(TLS context or None, port) for a backend URL's scheme and port; both
+        engines' pools use this one context (system CAs, loaded once)."""
+        tls = self._tls if scheme == "https" else None
+        return tls, port or (443 if tls else 80)
 
     def call(self, service: LocalService, body: bytes, content_type: str,
              soap_action: Optional[str]) -> Response:

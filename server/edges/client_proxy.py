@@ -50,17 +50,14 @@ class PeerClient:
                     verify_peer=self.pins.verifier(host, port))
 
     def send(self, pending: PendingExchange) -> Response:
-        failures = []
-        headers = peer_headers(pending)
-        for server in pending.targets:
-            host, port = self.pins.register(server)
+        attempts = Failover(pending, self.pins)
+        for host, port in attempts:
             try:
-                return self._by_address.get(host, port).post("/", pending.body, headers)
+                return self._by_address.get(host, port).post("/", pending.body,
+                                                             attempts.headers)
             except TransportError as exc:
-                failures.append(f"{server} at {server.address}: {exc}")
-                if exc.sent:
-                    raise failed_after_sending(failures[-1]) from None
-        raise not_reached(failures)
+                attempts.failed(exc)
+        raise attempts.exhausted()
 
     def close(self) -> None:
         self._by_address.close()
@@ -74,20 +71,37 @@ def peer_headers(pending: PendingExchange) -> dict[str, str]:
     return headers
 
 
-def failed_after_sending(failure: str) -> XRoadError:
-    # The request may have reached the provider: sending it to another of its
-    # servers could run it twice.
-    return XRoadError(errors.NETWORK_ERROR,
-                      "the exchange with the provider's security server failed after "
-                      f"the request was sent ({failure}); it may or may not have been "
-                      "processed")
+class Failover:
+    """The provider's servers in turn, for both engines' peer clients: iterate for
+    (host, port) with its certificates registered, report each TransportError to
+    ``failed`` (it raises once the request may have been handled: sending it to
+    another server could run it twice), raise ``exhausted()`` after the last."""
 
+    def __init__(self, pending: PendingExchange, pins: PeerPins) -> None:
+        self.pending, self.pins = pending, pins
+        self.headers = peer_headers(pending)
+        self.failures: list[str] = []
+        self._server = None
 
-def not_reached(failures: list[str]) -> XRoadError:
-    return XRoadError(errors.NETWORK_ERROR,
-                      "could not reach the provider's security server ("
-                      + "; ".join(failures) + "); check that it runs and that the "
-                      "federation configuration has its current address")
+    def __iter__(self):
+        for server in self.pending.targets:
+            self._server = server
+            yield self.pins.register(server)
+
+    def failed(self, exc: TransportError) -> None:
+        server = self._server
+        self.failures.append(f"{server} at {server.address}: {exc}")
+        if exc.sent:
+            raise XRoadError(errors.NETWORK_ERROR,
+                             "the exchange with the provider's security server failed "
+                             f"after the request was sent ({self.failures[-1]}); it may "
+                             "or may not have been processed") from None
+
+    def exhausted(self) -> XRoadError:
+        return XRoadError(errors.NETWORK_ERROR,
+                          "could not reach the provider's security server ("
+                          + "; ".join(self.failures) + "); check that it runs and that "
+                          "the federation configuration has its current address")
 
 
 class ClientProxyApp:

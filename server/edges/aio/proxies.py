@@ -21,8 +21,7 @@ from ...core.errors import MLOG_FAILED, Origin, PeerFault, XRoadError
 from ...core.faults import FAULT_CONTENT_TYPE
 from ...core.side import LOG_COLLECTOR
 from ..backend import backend_path, request_headers, unreachable
-from ..client_proxy import (ClientProxyApp, PeerPins, answer, failed_after_sending,
-                            fault_answer, not_reached, peer_headers)
+from ..client_proxy import ClientProxyApp, Failover, PeerPins, answer, fault_answer
 from ..http_pool import Response, TransportError
 from ..server_proxy import ServerProxyApp, answer_headers
 from ..wsgi_util import fault_body, internal_error, too_large
@@ -138,17 +137,14 @@ class AioClientProxy:
 
     async def send(self, pending: PendingExchange) -> Response:
         """To the provider's first server that takes it (as ``PeerClient.send``)."""
-        failures = []
-        headers = peer_headers(pending)
-        for server in pending.targets:
-            host, port = self.pins.register(server)
+        attempts = Failover(pending, self.pins)
+        for host, port in attempts:
             try:
-                return await self.pools.get(host, port).post("/", pending.body, headers)
+                return await self.pools.get(host, port).post("/", pending.body,
+                                                             attempts.headers)
             except TransportError as exc:
-                failures.append(f"{server} at {server.address}: {exc}")
-                if exc.sent:
-                    raise failed_after_sending(failures[-1]) from None
-        raise not_reached(failures)
+                attempts.failed(exc)
+        raise attempts.exhausted()
 
     def close(self) -> None:
         self.pools.close()
@@ -161,14 +157,10 @@ class AioServerProxy:
         self.app, self.side, self.executor = app, app.side, executor
         self.pools = AsyncPools(self._make_pool)
 
-    @staticmethod
-    def _make_pool(scheme: str, host: str, port: Optional[int], timeout: float) -> AsyncPool:
-        tls = None
-        if scheme == "https":
-            import ssl
-            tls = ssl.create_default_context()    # https backends: system CAs
-        return AsyncPool(host, port or (443 if tls else 80), ssl_context=tls,
-                         timeout=timeout)
+    def _make_pool(self, scheme: str, host: str, port: Optional[int],
+                   timeout: float) -> AsyncPool:
+        tls, port = self.app.backends.endpoint(scheme, port)
+        return AsyncPool(host, port, ssl_context=tls, timeout=timeout)
 
     @property
     def max_bytes(self) -> int:
