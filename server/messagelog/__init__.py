@@ -46,11 +46,15 @@ class NullLog:
         return None
 
 
+def sqlite_path(conf: MessageLogConf, data_dir: Path) -> Path:
+    return Path(conf.path) if conf.path else Path(data_dir) / "messagelog.sqlite3"
+
+
 def store_factory(conf: MessageLogConf, data_dir: Path) -> Callable[[], object]:
     """A callable that opens a new store connection (one per thread)."""
     if conf.backend == "sqlite":
         from .sqlite import SqliteStore
-        path = Path(conf.path) if conf.path else Path(data_dir) / "messagelog.sqlite3"
+        path = sqlite_path(conf, data_dir)
         return lambda: SqliteStore(path)
     if conf.backend in ("postgresql", "postgres"):
         if not conf.dsn:
@@ -67,7 +71,8 @@ class StoreLog:
     enabled = True
 
     def __init__(self, conf: MessageLogConf, factory: Callable[[], object], server_id: str,
-                 tsa_cert_der: Optional[bytes] = None, max_batch: int = 200) -> None:
+                 tsa_cert_der: Optional[bytes] = None, max_batch: int = 200,
+                 sqlite_file: Optional[Path] = None) -> None:
         from .timestamper import Timestamper
         from .tsa_client import TsaClient
         from .writer import GroupWriter
@@ -79,6 +84,8 @@ class StoreLog:
         self._status_store = factory()
         self._status_lock = threading.Lock()
         self.writer = GroupWriter(factory, server_id, max_batch=max_batch)
+        self._sqlite_file = sqlite_file
+        self.loop_writer = None     # a LoopWriter while an event loop is attached
         self.timestamper: Optional[Timestamper] = None
         if conf.tsa_url:
             self.timestamper = Timestamper(
@@ -101,14 +108,46 @@ class StoreLog:
             raise XRoadError(MLOG_FAILED, f"message log record rejected: {problem}")
         self.writer.submit(record, on_done)
 
+    def attach_loop(self, loop) -> None:
+        """Let records submitted on ``loop`` be committed on it (SQLite only: see
+        loop_writer.py); others keep going through the writer thread."""
+        if self._sqlite_file is None or self.loop_writer is not None:
+            return
+        from .loop_writer import LoopWriter
+        from .sqlite import SqliteStore
+        path = self._sqlite_file
+        self.loop_writer = LoopWriter(
+            loop, lambda: SqliteStore(path, busy_timeout=0), self.server_id,
+            max_batch=self.writer.max_batch, commit_timeout=self.writer.commit_timeout)
+
+    def detach_loop(self) -> None:
+        """Commit and sync what the loop queued; later records use the writer thread."""
+        writer, self.loop_writer = self.loop_writer, None
+        if writer is not None:
+            writer.close()
+
+    def submit_on_loop(self, record: LogRecord, loop):
+        """A future of ``record``'s commit on ``loop`` (None when it is durable, else
+        the reason it is not), or None when no writer is attached to ``loop``."""
+        writer = self.loop_writer
+        if writer is None or writer.loop is not loop:
+            return None
+        problem = check_record(record)
+        if problem:
+            raise XRoadError(MLOG_FAILED, f"message log record rejected: {problem}")
+        return writer.submit(record)
+
     def check_accepting(self) -> None:
         if self.timestamper is not None:
             self.timestamper.check_accepting()
 
     def status(self) -> dict:
+        loop_writer = self.loop_writer
         out: dict = {"backend": self.conf.backend, "server_id": self.server_id,
-                     "last_error": self.writer.last_error,
-                     "committed_by_this_process": self.writer.committed}
+                     "last_error": self.writer.last_error or (
+                         loop_writer.last_error if loop_writer is not None else None),
+                     "committed_by_this_process": self.writer.committed + (
+                         loop_writer.committed if loop_writer is not None else 0)}
         for attempt in (1, 2):  # a stale connection gets one fresh retry
             try:
                 out.update(self._read_status())
@@ -151,6 +190,7 @@ class StoreLog:
     def close(self) -> None:
         if self.timestamper is not None:
             self.timestamper.close()
+        self.detach_loop()
         self.writer.close()
         with self._status_lock:
             if self._status_store is not None:
@@ -168,7 +208,9 @@ def open_message_log(conf: MessageLogConf, data_dir: Path, server_id: str,
         return NullLog()
     try:
         factory = store_factory(conf, data_dir)
-        return StoreLog(conf, factory, server_id, tsa_cert_der=tsa_cert_der)
+        return StoreLog(conf, factory, server_id, tsa_cert_der=tsa_cert_der,
+                        sqlite_file=(sqlite_path(conf, data_dir)
+                                     if conf.backend == "sqlite" else None))
     except XRoadError:
         raise
     except Exception as exc:

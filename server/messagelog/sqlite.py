@@ -1,7 +1,9 @@
 """SQLite backend: one file, WAL, synchronous=FULL so a commit survives power loss.
 
 Worker processes of one server share the file; BEGIN IMMEDIATE takes the write lock
-before the chain head is read, so their batches never interleave.
+before the chain head is read, so their batches never interleave.  A connection for
+the event loop (loop_writer.py) is opened with ``busy_timeout = 0``: it must not wait
+for the lock, it retries later.
 """
 from __future__ import annotations
 
@@ -18,8 +20,9 @@ class SqliteStore(SqlStore):
     BLOB = "BLOB"
     PARAM = "?"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, busy_timeout: float = BUSY_TIMEOUT_S) -> None:
         self.path = Path(path)
+        self.busy_timeout = busy_timeout
         super().__init__()
 
     def _connect(self):
@@ -33,6 +36,11 @@ class SqliteStore(SqlStore):
             raise sqlite3.OperationalError(f"cannot switch {self.path} to WAL mode ({mode})")
         conn.execute("PRAGMA synchronous = FULL")
         return conn
+
+    def _migrate(self) -> None:
+        super()._migrate()     # creating the schema may wait for another process
+        if self.busy_timeout != BUSY_TIMEOUT_S:
+            self.conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
 
     @staticmethod
     def _to_wal(conn) -> str:

@@ -39,6 +39,9 @@ class AioEngine:
         self.client = AioClientProxy(node.client_app, node.peer_context, self.executors[0])
         self.server = AioServerProxy(node.server_app, self.executors[1])
         name = f"tunduk {node.conf.owner}/{node.conf.server_code}"
+        attach = getattr(node.message_log, "attach_loop", None)
+        if attach is not None:
+            attach(loop)
 
         def protocol(handler):
             return lambda: HttpConnection(handler, server_name=name,
@@ -78,6 +81,9 @@ class AioEngine:
             for executor in self.executors:
                 executor.shutdown(wait=False, cancel_futures=True)
             self.servers = []
+            detach = getattr(self.node.message_log, "detach_loop", None)
+            if detach is not None:
+                detach()
 
 
 class LoopThread:

@@ -3,8 +3,9 @@ everything else by the threaded engine's WSGI apps on a worker thread.
 
 The core steps (prepare, finish, accept, respond) run on the loop thread: they are
 CPU work without I/O.  Their message-log records are collected (``LOG_COLLECTOR``)
-and committed by the log's writer thread while the loop serves other requests; a
-step's output leaves the server only once its records are durable.
+and committed while the loop serves other requests (SQLite: on the loop itself, with
+the fsync on a thread, messagelog/loop_writer.py; PostgreSQL: by the log's writer
+thread); a step's output leaves the server only once its records are durable.
 """
 from __future__ import annotations
 
@@ -40,8 +41,15 @@ class LogWaits:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.futures: list[asyncio.Future] = []
+        self.threaded = False    # some records went to a writer thread (need a timeout)
 
     def collect(self, message_log, record) -> None:
+        on_loop = getattr(message_log, "submit_on_loop", None)
+        future = on_loop(record, self.loop) if on_loop is not None else None
+        if future is not None:
+            # committed on this loop (loop_writer.py), which bounds its own wait
+            self.futures.append(future)
+            return
         submit = getattr(message_log, "submit", None)
         if submit is None:                 # a log without a writer thread: in-line
             message_log.log(record)
@@ -58,6 +66,7 @@ class LogWaits:
                 pass
         submit(record, done)
         self.futures.append(future)
+        self.threaded = True
 
     async def step(self, fn, *args):
         """``fn(*args)`` (a core step) with its records collected and waited for."""
@@ -68,12 +77,14 @@ class LogWaits:
             LOG_COLLECTOR.reset(token)
         if self.futures:
             futures, self.futures = self.futures, []
-            _, late = await asyncio.wait(futures, timeout=COMMIT_TIMEOUT)
-            if late:
-                raise XRoadError(MLOG_FAILED, "message log did not commit the record "
-                                              f"within {COMMIT_TIMEOUT:.0f} s")
+            if self.threaded:
+                self.threaded = False
+                _, late = await asyncio.wait(futures, timeout=COMMIT_TIMEOUT)
+                if late:
+                    raise XRoadError(MLOG_FAILED, "message log did not commit the record "
+                                                  f"within {COMMIT_TIMEOUT:.0f} s")
             for future in futures:
-                error = future.result()
+                error = await future if not future.done() else future.result()
                 if error is not None:
                     raise XRoadError(MLOG_FAILED, error)
         return result

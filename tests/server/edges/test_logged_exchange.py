@@ -178,3 +178,18 @@ def test_sigkill_during_load_loses_no_acknowledged_message(make_federation, echo
             if p.poll() is None:
                 p.kill()
                 p.wait(10)
+
+
+def test_event_loop_engine_commits_sqlite_records_on_the_loop(run_federation, echo_backend):
+    """With SQLite, the event-loop engine's records go through its loop writer (no
+    writer thread in the exchange path): both servers' records of each exchange."""
+    svc = {"subsystem": "registry", "code": "getBirthRecord", "version": "v1",
+           "url": echo_backend.url}
+    fed = run_federation(services=[svc], access=ACCESS, messagelog={"backend": "sqlite"})
+    assert fed.provider.conf.listen.engine == "asyncio"
+    for _ in range(3):
+        assert post(fed.client_url, request()).status == 200
+    for node in (fed.consumer, fed.provider):
+        log = node.message_log
+        assert log.loop_writer is not None and log.loop_writer.committed == 6
+        assert log.writer.committed == 0
