@@ -65,6 +65,20 @@ def store_factory(conf: MessageLogConf, data_dir: Path) -> Callable[[], object]:
     raise ValueError(f"unknown message log backend {conf.backend!r}")
 
 
+def loop_writer_factory(conf: MessageLogConf, data_dir: Path) -> Callable[..., object]:
+    """``factory(loop, server_id, max_batch=, commit_timeout=)``: a writer that commits
+    on an event loop (the event-loop engine attaches one)."""
+    if conf.backend == "sqlite":
+        from .loop_writer import SqliteLoopWriter
+        from .sqlite import SqliteStore
+        path = sqlite_path(conf, data_dir)
+        return lambda loop, server_id, **kw: SqliteLoopWriter(
+            loop, lambda: SqliteStore(path, busy_timeout=0), server_id, **kw)
+    from .loop_postgres import PostgresLoopWriter
+    dsn = conf.dsn
+    return lambda loop, server_id, **kw: PostgresLoopWriter(loop, dsn, server_id, **kw)
+
+
 class StoreLog:
     """The message log over a SQL store, with group commit and optional time-stamping."""
 
@@ -72,7 +86,7 @@ class StoreLog:
 
     def __init__(self, conf: MessageLogConf, factory: Callable[[], object], server_id: str,
                  tsa_cert_der: Optional[bytes] = None, max_batch: int = 200,
-                 sqlite_file: Optional[Path] = None) -> None:
+                 loop_factory: Optional[Callable[..., object]] = None) -> None:
         from .timestamper import Timestamper
         from .tsa_client import TsaClient
         from .writer import GroupWriter
@@ -84,8 +98,8 @@ class StoreLog:
         self._status_store = factory()
         self._status_lock = threading.Lock()
         self.writer = GroupWriter(factory, server_id, max_batch=max_batch)
-        self._sqlite_file = sqlite_file
-        self.loop_writer = None     # a LoopWriter while an event loop is attached
+        self._loop_factory = loop_factory
+        self.loop_writer = None     # a LoopQueue while an event loop is attached
         self.timestamper: Optional[Timestamper] = None
         if conf.tsa_url:
             self.timestamper = Timestamper(
@@ -109,22 +123,19 @@ class StoreLog:
         self.writer.submit(record, on_done)
 
     def attach_loop(self, loop) -> None:
-        """Let records submitted on ``loop`` be committed on it (SQLite only: see
-        loop_writer.py); others keep going through the writer thread."""
-        if self._sqlite_file is None or self.loop_writer is not None:
-            return
-        from .loop_writer import LoopWriter
-        from .sqlite import SqliteStore
-        path = self._sqlite_file
-        self.loop_writer = LoopWriter(
-            loop, lambda: SqliteStore(path, busy_timeout=0), self.server_id,
-            max_batch=self.writer.max_batch, commit_timeout=self.writer.commit_timeout)
+        """Let records submitted on ``loop`` be committed on it (loop_writer.py,
+        loop_postgres.py) instead of by the writer thread, which stays for blocking
+        callers."""
+        if self._loop_factory is not None and self.loop_writer is None:
+            self.loop_writer = self._loop_factory(
+                loop, self.server_id, max_batch=self.writer.max_batch,
+                commit_timeout=self.writer.commit_timeout)
 
-    def detach_loop(self) -> None:
-        """Commit and sync what the loop queued; later records use the writer thread."""
+    async def detach_loop(self) -> None:
+        """Commit what the loop queued; later records use the writer thread."""
         writer, self.loop_writer = self.loop_writer, None
         if writer is not None:
-            writer.close()
+            await writer.aclose()
 
     def submit_on_loop(self, record: LogRecord, loop):
         """A future of ``record``'s commit on ``loop`` (None when it is durable, else
@@ -190,7 +201,9 @@ class StoreLog:
     def close(self) -> None:
         if self.timestamper is not None:
             self.timestamper.close()
-        self.detach_loop()
+        writer, self.loop_writer = self.loop_writer, None
+        if writer is not None:      # still attached: its loop has stopped
+            writer.close()
         self.writer.close()
         with self._status_lock:
             if self._status_store is not None:
@@ -209,8 +222,7 @@ def open_message_log(conf: MessageLogConf, data_dir: Path, server_id: str,
     try:
         factory = store_factory(conf, data_dir)
         return StoreLog(conf, factory, server_id, tsa_cert_der=tsa_cert_der,
-                        sqlite_file=(sqlite_path(conf, data_dir)
-                                     if conf.backend == "sqlite" else None))
+                        loop_factory=loop_writer_factory(conf, data_dir))
     except XRoadError:
         raise
     except Exception as exc:

@@ -45,22 +45,18 @@ def is_busy(exc: BaseException) -> bool:
         or "database is locked" in str(exc))
 
 
-class LoopWriter:
-    """Commits records on ``loop``; only the loop's thread may call its methods."""
+class LoopQueue:
+    """What every event-loop writer shares: records queued by ``submit`` on the loop's
+    thread (the only thread that may call these methods), futures resolved once the
+    batch holding them is committed (None) or failed (the reason)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, store_factory: Callable[[], object],
-                 server_id: str, *, max_batch: int = 200,
-                 commit_timeout: float = 60.0) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, server_id: str, *,
+                 max_batch: int = 200, commit_timeout: float = 60.0) -> None:
         self.loop = loop
         self.server_id = server_id
         self.max_batch = max_batch
         self.commit_timeout = commit_timeout
-        self._store_factory = store_factory
-        self._store = None
         self._waiting: list[tuple[PreparedRecord, asyncio.Future]] = []
-        self._flush_handle: Optional[asyncio.Handle] = None
-        self._busy_since: Optional[float] = None
-        self._retry = _RETRY_FIRST
         self._closed = False
         self.committed = 0
         self.batches = 0
@@ -77,29 +73,75 @@ class LoopWriter:
             raise XRoadError(MLOG_FAILED, f"message log record rejected: {exc}") from exc
         future = self.loop.create_future()
         self._waiting.append((prepared, future))
+        self._wake()
+        return future
+
+    def _wake(self) -> None:
+        """Make sure a flush of ``_waiting`` follows (after this turn of the loop)."""
+        raise NotImplementedError
+
+    def _take(self) -> list[tuple[PreparedRecord, asyncio.Future]]:
+        batch = self._waiting[:self.max_batch]
+        del self._waiting[:self.max_batch]
+        return batch
+
+    def _succeeded(self, batch) -> None:
+        self.committed += len(batch)
+        self.batches += 1
+        self.last_error = None           # writes work (again)
+        for _, future in batch:
+            if not future.done():
+                future.set_result(None)
+
+    def _failed(self, batch, exc: BaseException) -> None:
+        if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+            exc = TimeoutError(f"no commit within {self.commit_timeout:.0f} s")
+        msg = f"message log write failed, message not logged: {type(exc).__name__}: {exc}"
+        log.error("%s", msg)
+        self.last_error = msg
+        for _, future in batch:
+            if not future.done():
+                future.set_result(msg)
+
+    async def aclose(self, timeout: float = 5.0) -> None:
+        """Commit what is queued, then close (the engine calls this when it stops)."""
+        self.close()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class SqliteLoopWriter(LoopQueue):
+    """Commits SQLite records on the loop itself (see the module's docstring)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, store_factory: Callable[[], object],
+                 server_id: str, *, max_batch: int = 200,
+                 commit_timeout: float = 60.0) -> None:
+        super().__init__(loop, server_id, max_batch=max_batch,
+                         commit_timeout=commit_timeout)
+        self._store_factory = store_factory
+        self._store = None
+        self._flush_handle: Optional[asyncio.Handle] = None
+        self._busy_since: Optional[float] = None
+        self._retry = _RETRY_FIRST
+
+    def _wake(self) -> None:
         if self._flush_handle is None:
             self._flush_handle = self.loop.call_soon(self._flush)
-        return future
 
     def _flush(self) -> None:
         self._flush_handle = None
         while self._waiting:
-            batch = self._waiting[:self.max_batch]
-            del self._waiting[:self.max_batch]
+            batch = self._take()
             try:
                 self._append([r for r, _ in batch])
             except Exception as exc:
                 if is_busy(exc) and self._retry_later(batch):
                     return
-                self._fail([f for _, f in batch], exc)
+                self._fail(batch, exc)
                 continue
             self._busy_since, self._retry = None, _RETRY_FIRST
-            self.committed += len(batch)
-            self.batches += 1
-            self.last_error = None           # writes work (again)
-            for _, future in batch:
-                if not future.done():
-                    future.set_result(None)
+            self._succeeded(batch)
 
     def _append(self, records: list[PreparedRecord]) -> None:
         if self._store is None:
@@ -123,17 +165,12 @@ class LoopWriter:
         self._retry = min(self._retry * 2, _RETRY_MAX)
         return True
 
-    def _fail(self, futures: list[asyncio.Future], exc: BaseException) -> None:
-        msg = f"message log write failed, message not logged: {type(exc).__name__}: {exc}"
-        log.error("%s", msg)
-        self.last_error = msg
+    def _fail(self, batch, exc: BaseException) -> None:
         if self._store is not None:     # reconnect next time: it may be the broken part
             self._store.close()
             self._store = None
         self._busy_since, self._retry = None, _RETRY_FIRST
-        for future in futures:
-            if not future.done():
-                future.set_result(msg)
+        self._failed(batch, exc)
 
     def close(self) -> None:
         """Commit what is still queued (waiting for the lock if need be), then close."""
@@ -147,11 +184,9 @@ class LoopWriter:
         try:
             if waiting:
                 self._append_blocking([r for r, _ in waiting])
-                for _, future in waiting:
-                    if not future.done():
-                        future.set_result(None)
+                self._succeeded(waiting)
         except Exception as exc:
-            self._fail([f for _, f in waiting], exc)
+            self._fail(waiting, exc)
         finally:
             if self._store is not None:
                 self._store.close()

@@ -16,6 +16,28 @@ from .store import Head, SqlStore
 
 _SCHEMA_LOCK_KEY = 0x74756E64  # "tund": advisory lock serialising schema upgrades
 _RECORD_VALUES = "(" + ",".join(["%s"] * 13) + ")"
+LOCK_HEAD_SQL = ("SELECT seq, hash, archived_seq, archived_hash FROM chain_head "
+                 "WHERE server_id = %s FOR UPDATE")
+
+
+def batch_sql(cur, server_id: str, certs: list[tuple[str, bytes]], rows: list[tuple],
+              seq: int, head_hash: str) -> bytes:
+    """One round trip: every insert, the head update and the COMMIT.  If a statement
+    fails, PostgreSQL skips the rest (no COMMIT) and the caller rolls back."""
+    parts = []
+    if certs:
+        parts.append(cur.mogrify(
+            "INSERT INTO certs (sha256, der) VALUES "
+            + ",".join(["(%s,%s)"] * len(certs)) + " ON CONFLICT DO NOTHING",
+            [v for c in certs for v in c]))
+    parts.append(b"INSERT INTO records (server_id, seq, message_id, client, service, "
+                 b"direction, side, envelope, cert_sha256, body_sha256, created, "
+                 b"prev_hash, hash) VALUES "
+                 + b",".join(cur.mogrify(_RECORD_VALUES, r) for r in rows))
+    parts.append(cur.mogrify("UPDATE chain_head SET seq = %s, hash = %s "
+                             "WHERE server_id = %s", (seq, head_hash, server_id)))
+    parts.append(b"COMMIT")
+    return b"; ".join(parts)
 
 
 class PostgresStore(SqlStore):
@@ -59,12 +81,11 @@ class PostgresStore(SqlStore):
         self.conn.cursor().execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK_KEY,))
 
     def _lock_head_sql(self) -> str:
-        return ("SELECT seq, hash, archived_seq, archived_hash FROM chain_head "
-                "WHERE server_id = ? FOR UPDATE")
+        return LOCK_HEAD_SQL.replace("%s", "?")
 
     def _begin_and_lock_head(self, cur, server_id: str) -> Head:
         # One round trip: BEGIN and the locking read together.
-        cur.execute("BEGIN; " + self._sql(self._lock_head_sql()), (server_id,))
+        cur.execute("BEGIN; " + LOCK_HEAD_SQL, (server_id,))
         row = cur.fetchone()
         if row is None:
             return self._lock_head(cur, server_id)
@@ -72,23 +93,7 @@ class PostgresStore(SqlStore):
 
     def _write_and_commit(self, cur, server_id: str, certs: list[tuple[str, bytes]],
                           rows: list[tuple], seq: int, head_hash: str) -> None:
-        # One round trip: every insert, the head update and the COMMIT.  If a statement
-        # fails, PostgreSQL skips the rest (no COMMIT) and the caller rolls back.
-        parts = []
-        if certs:
-            parts.append(cur.mogrify(
-                "INSERT INTO certs (sha256, der) VALUES "
-                + ",".join(["(%s,%s)"] * len(certs)) + " ON CONFLICT DO NOTHING",
-                [v for c in certs for v in c]))
-        parts.append(b"INSERT INTO records (server_id, seq, message_id, client, service, "
-                     b"direction, side, envelope, cert_sha256, body_sha256, created, "
-                     b"prev_hash, hash) VALUES "
-                     + b",".join(cur.mogrify(_RECORD_VALUES, r)
-                                 for r in rows))
-        parts.append(cur.mogrify("UPDATE chain_head SET seq = %s, hash = %s "
-                                 "WHERE server_id = %s", (seq, head_hash, server_id)))
-        parts.append(b"COMMIT")
-        cur.execute(b"; ".join(parts))
+        cur.execute(batch_sql(cur, server_id, certs, rows, seq, head_hash))
 
     def _is_disconnect(self, exc: Exception) -> bool:
         return isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)) \

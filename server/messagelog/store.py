@@ -103,6 +103,43 @@ class PreparedRecord:
         return r if isinstance(r, PreparedRecord) else cls(r)
 
 
+class KnownCerts:
+    """SHA-256s of the certificates committed through one connection, so a batch
+    inserts only certificates the store may not have.  Filled only after a commit: a
+    rolled back batch must not leave its certificates here."""
+
+    MAX = 10_000
+
+    def __init__(self) -> None:
+        self._known: set = set()
+
+    def missing(self, records: Sequence[PreparedRecord]) -> dict[str, bytes]:
+        known = self._known
+        return {r.cert_sha256: r.cert_der for r in records if r.cert_sha256 not in known}
+
+    def committed(self, certs: dict[str, bytes]) -> None:
+        if len(self._known) + len(certs) > self.MAX:
+            self._known.clear()
+        self._known.update(certs)
+
+
+def chain_rows(server_id: str, head: "Head", records: Sequence[PreparedRecord]
+               ) -> tuple[list[tuple], int, str]:
+    """The records' table rows linked after ``head``, and the new head's seq and
+    hash (the one part of a write that needs the locked head)."""
+    prefix = chain.encoding_prefix(server_id)
+    link = chain.link_hash
+    seq, prev = head.seq, head.hash
+    rows = []
+    for r in records:
+        seq += 1
+        h = link(prev, prefix, seq, r.tail)
+        rows.append((server_id, seq, r.message_id, r.client, r.service, r.direction,
+                     r.side, r.envelope, r.cert_sha256, r.body_sha256, r.created, prev, h))
+        prev = h
+    return rows, seq, prev
+
+
 class StoreError(Exception):
     """The store could not do what was asked (the cause is chained)."""
 
@@ -119,8 +156,7 @@ class SqlStore:
     PARAM = "?"
 
     def __init__(self) -> None:
-        # SHA-256s of certificates committed through this connection (see append).
-        self._certs_stored: set = set()
+        self._certs_stored = KnownCerts()
         self.conn = self._connect()
         self._migrate()
 
@@ -231,7 +267,6 @@ class SqlStore:
     _INSERT_RECORD = ("INSERT INTO records (server_id, seq, message_id, client, service, "
                       "direction, side, envelope, cert_sha256, body_sha256, created, "
                       "prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
-    _KNOWN_CERTS_MAX = 10_000
 
     def append(self, server_id: str, records: Sequence[LogRecord]) -> list[int]:
         """Chain and insert ``records`` in one transaction; return their seqs."""
@@ -240,13 +275,7 @@ class SqlStore:
     def append_prepared(self, server_id: str,
                         records: Sequence["PreparedRecord"]) -> list[int]:
         """:meth:`append` for records whose chain-independent part is already encoded."""
-        known = self._certs_stored
-        new_certs: dict[str, bytes] = {}
-        for r in records:
-            if r.cert_sha256 not in known:
-                new_certs[r.cert_sha256] = r.cert_der
-        prefix = chain.encoding_prefix(server_id)
-        link = chain.link_hash
+        new_certs = self._certs_stored.missing(records)
         try:
             try:
                 cur = self.conn.cursor()
@@ -255,24 +284,12 @@ class SqlStore:
                 if self._is_disconnect(exc):
                     raise ConnectionLost(f"{type(exc).__name__}: {exc}") from exc
                 raise
-            seq, prev = head.seq, head.hash
-            rows = []
-            for r in records:
-                seq += 1
-                h = link(prev, prefix, seq, r.tail)
-                rows.append((server_id, seq, r.message_id, r.client, r.service, r.direction,
-                             r.side, r.envelope, r.cert_sha256, r.body_sha256, r.created,
-                             prev, h))
-                prev = h
-            self._write_and_commit(cur, server_id, list(new_certs.items()), rows, seq, prev)
+            rows, seq, last = chain_rows(server_id, head, records)
+            self._write_and_commit(cur, server_id, list(new_certs.items()), rows, seq, last)
         except BaseException:
             self._rollback()
             raise
-        # Only now, after the commit, are the certificates known to be stored: a rolled
-        # back batch must not leave them in the cache.
-        if len(known) + len(new_certs) > self._KNOWN_CERTS_MAX:
-            known.clear()
-        known.update(new_certs)
+        self._certs_stored.committed(new_certs)
         return [row[1] for row in rows]
 
     def _begin_and_lock_head(self, cur, server_id: str) -> Head:

@@ -83,7 +83,7 @@ class AioEngine:
             self.servers = []
             detach = getattr(self.node.message_log, "detach_loop", None)
             if detach is not None:
-                detach()
+                await detach()
 
 
 class LoopThread:

@@ -180,12 +180,9 @@ def test_sigkill_during_load_loses_no_acknowledged_message(make_federation, echo
                 p.wait(10)
 
 
-def test_event_loop_engine_commits_sqlite_records_on_the_loop(run_federation, echo_backend):
-    """With SQLite, the event-loop engine's records go through its loop writer (no
-    writer thread in the exchange path): both servers' records of each exchange."""
-    svc = {"subsystem": "registry", "code": "getBirthRecord", "version": "v1",
-           "url": echo_backend.url}
-    fed = run_federation(services=[svc], access=ACCESS, messagelog={"backend": "sqlite"})
+def test_event_loop_engine_commits_records_on_the_loop(fed):
+    """The event-loop engine's records go through its loop writer (no writer thread
+    in the exchange path): both servers' records of each exchange."""
     assert fed.provider.conf.listen.engine == "asyncio"
     for _ in range(3):
         assert post(fed.client_url, request()).status == 200

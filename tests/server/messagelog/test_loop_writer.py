@@ -1,21 +1,93 @@
-"""The event loop's SQLite writer: one transaction per loop turn, a future resolved
-only after its COMMIT, never a blocked loop while another connection holds the lock,
-and failures that fail closed with the reason."""
+"""The event loop's message-log writers (SQLite on the loop, PostgreSQL over an
+asynchronous connection), one contract: one transaction per loop turn, a future
+resolved only after its COMMIT, a loop that keeps turning while another connection
+holds the lock, and failures that fail closed with their reason, then recover."""
 from __future__ import annotations
 
 import asyncio
 import threading
+from dataclasses import replace
 
 import pytest
 
 from tunduk.server.conf.model import MessageLogConf
 from tunduk.server.core.errors import MLOG_FAILED, XRoadError
-from tunduk.server.messagelog import open_message_log
+from tunduk.server.messagelog import open_message_log, store_factory
 from tunduk.server.messagelog.live_verify import verify_store
-from tunduk.server.messagelog.loop_writer import LoopWriter
-from tunduk.server.messagelog.sqlite import SqliteStore
+from tunduk.server.messagelog.postgres import LOCK_HEAD_SQL
 
 SERVER_ID = "KG/GOV/70000001/ss1"
+
+
+class Backend:
+    """One store of either kind, with what the tests do to it from outside."""
+
+    def __init__(self, conf: MessageLogConf, data_dir) -> None:
+        self.conf, self.data_dir = conf, data_dir
+        self.sqlite = conf.backend == "sqlite"
+        self._other = None
+
+    def open_log(self):
+        return open_message_log(self.conf, self.data_dir, SERVER_ID)
+
+    def writer(self, loop, **kw):
+        from tunduk.server.messagelog import loop_writer_factory
+        return loop_writer_factory(self.conf, self.data_dir)(loop, SERVER_ID, **kw)
+
+    def store(self):
+        return store_factory(self.conf, self.data_dir)()
+
+    def stored(self) -> list:
+        store = self.store()
+        try:
+            assert verify_store(store, SERVER_ID) == []
+            return list(store.records(SERVER_ID))
+        finally:
+            store.close()
+
+    def hold_lock(self) -> None:
+        """As another process in the middle of its write would."""
+        self._other = self.store()
+        cur = self._other.conn.cursor()
+        if self.sqlite:
+            cur.execute("BEGIN IMMEDIATE")
+        else:
+            cur.execute("BEGIN; " + LOCK_HEAD_SQL, (SERVER_ID,))
+
+    def release_lock(self) -> None:
+        self._other.conn.cursor().execute("ROLLBACK")
+        self._other.close()
+
+    def _ddl(self, *statements: str) -> None:
+        store = self.store()
+        try:
+            cur = store.conn.cursor()
+            for sql in statements:
+                cur.execute(sql)
+            if self.sqlite:
+                store.conn.commit()
+        finally:
+            store.close()
+
+    def break_writes(self) -> None:
+        if self.sqlite:
+            self._ddl("CREATE TRIGGER full_disk BEFORE INSERT ON records "
+                      "BEGIN SELECT RAISE(ABORT, 'disk full (test)'); END")
+        else:
+            self._ddl("CREATE FUNCTION full_disk() RETURNS trigger AS $$ BEGIN "
+                      "RAISE EXCEPTION 'disk full (test)'; END $$ LANGUAGE plpgsql",
+                      "CREATE TRIGGER full_disk BEFORE INSERT ON records FOR EACH ROW "
+                      "EXECUTE FUNCTION full_disk()")
+
+    def repair_writes(self) -> None:
+        self._ddl("DROP TRIGGER full_disk" if self.sqlite else "DROP TRIGGER full_disk ON records")
+
+
+@pytest.fixture
+def backend(ml_conf, tmp_path) -> Backend:
+    b = Backend(ml_conf, tmp_path)
+    b.store().close()          # schema in place, as the server's start-up leaves it
+    return b
 
 
 @pytest.fixture
@@ -26,54 +98,50 @@ def loop():
 
 
 @pytest.fixture
-def db(tmp_path):
-    return tmp_path / "ml.sqlite3"
-
-
-@pytest.fixture
-def writer(loop, db):
-    w = LoopWriter(loop, lambda: SqliteStore(db, busy_timeout=0), SERVER_ID)
+def writer(loop, backend):
+    w = backend.writer(loop)
     yield w
-    w.close()
-
-
-def stored(db) -> list:
-    store = SqliteStore(db)
-    try:
-        assert verify_store(store, SERVER_ID) == []
-        return list(store.records(SERVER_ID))
-    finally:
-        store.close()
+    loop.run_until_complete(w.aclose())
 
 
 def run(loop, futures, timeout=10.0):
     return loop.run_until_complete(asyncio.wait_for(asyncio.gather(*futures), timeout))
 
 
-def test_records_of_one_loop_turn_share_one_transaction(loop, writer, db, signer):
+def test_records_of_one_loop_turn_share_one_transaction(loop, writer, backend, signer):
     records = [signer.record(i) for i in range(20)]
     futures = [writer.submit(r) for r in records]
     assert not any(f.done() for f in futures)       # nothing before the loop turns
     assert run(loop, futures) == [None] * 20
     assert writer.batches == 1 and writer.committed == 20
-    assert [r.message_id for r in stored(db)] == [r.message_id for r in records]
+    assert [r.message_id for r in backend.stored()] == [r.message_id for r in records]
 
 
-def test_future_resolves_after_the_commit_is_visible_to_others(loop, writer, db, signer):
+def test_records_queued_during_a_batch_go_in_the_next(loop, writer, backend, signer):
+    async def two_turns():
+        first = [writer.submit(signer.record(i)) for i in range(3)]
+        await asyncio.sleep(0)                      # the first batch is on its way
+        second = [writer.submit(signer.record(i)) for i in range(3, 8)]
+        return await asyncio.gather(*first, *second)
+    assert loop.run_until_complete(two_turns()) == [None] * 8
+    assert writer.batches == 2
+    assert [int(r.message_id.split("-")[1]) for r in backend.stored()] == list(range(8))
+
+
+def test_future_resolves_after_the_commit_is_visible_to_others(loop, writer, backend,
+                                                               signer):
     record = signer.record()
 
     async def one():
         error = await writer.submit(record)
         # resolved: another connection already reads the committed record
-        return error, [r.message_id for r in stored(db)]
+        return error, [r.message_id for r in backend.stored()]
     assert loop.run_until_complete(one()) == (None, [record.message_id])
 
 
-def test_lock_held_elsewhere_is_retried_without_blocking_the_loop(loop, writer, db, signer):
-    first = signer.record(1)
-    run(loop, [writer.submit(first)])               # the schema exists
-    other = SqliteStore(db)
-    other.conn.execute("BEGIN IMMEDIATE")            # another process writing
+def test_lock_held_elsewhere_does_not_block_the_loop(loop, writer, backend, signer):
+    run(loop, [writer.submit(signer.record(1))])    # the chain head exists
+    backend.hold_lock()
 
     async def scenario():
         future = writer.submit(signer.record(2))
@@ -82,61 +150,53 @@ def test_lock_held_elsewhere_is_retried_without_blocking_the_loop(loop, writer, 
             await asyncio.sleep(0.005)
             ticks += 1
         assert not future.done()
-        other.conn.execute("ROLLBACK")
+        backend.release_lock()
         return ticks, await asyncio.wait_for(future, 5)
-    try:
-        assert loop.run_until_complete(scenario()) == (20, None)
-    finally:
-        other.close()
-    assert len(stored(db)) == 2
+    assert loop.run_until_complete(scenario()) == (20, None)
+    assert len(backend.stored()) == 2
 
 
-def test_lock_held_too_long_fails_closed_then_recovers(loop, db, signer):
-    w = LoopWriter(loop, lambda: SqliteStore(db, busy_timeout=0), SERVER_ID,
-                   commit_timeout=0.1)
+def test_lock_held_too_long_fails_closed_then_recovers(loop, backend, signer):
+    w = backend.writer(loop, commit_timeout=0.3)
     run(loop, [w.submit(signer.record(1))])
-    other = SqliteStore(db)
-    other.conn.execute("BEGIN IMMEDIATE")
+    backend.hold_lock()
     try:
         error = run(loop, [w.submit(signer.record(2))])[0]
     finally:
-        other.conn.execute("ROLLBACK")
-        other.close()
+        backend.release_lock()
     assert error.startswith("message log write failed, message not logged")
-    assert "database is locked" in error and w.last_error == error
+    assert ("database is locked" if backend.sqlite else "no commit within 0 s") in error
+    assert w.last_error == error
     assert run(loop, [w.submit(signer.record(3))]) == [None]
     assert w.last_error is None
-    w.close()
-    assert len(stored(db)) == 2
+    loop.run_until_complete(w.aclose())
+    assert [int(r.message_id.split("-")[1]) for r in backend.stored()] == [1, 3]
 
 
-def test_write_error_fails_the_batch_with_its_reason(loop, writer, db, signer):
+def test_write_error_fails_the_batch_with_its_reason(loop, writer, backend, signer):
     run(loop, [writer.submit(signer.record(1))])
-    other = SqliteStore(db)
-    other.conn.execute("CREATE TRIGGER full BEFORE INSERT ON records "
-                       "BEGIN SELECT RAISE(ABORT, 'disk full (test)'); END")
+    backend.break_writes()
     errors = run(loop, [writer.submit(signer.record(i)) for i in (2, 3)])
     assert all("disk full (test)" in e and "not logged" in e for e in errors)
-    other.conn.execute("DROP TRIGGER full")
-    other.close()
+    backend.repair_writes()
     assert run(loop, [writer.submit(signer.record(4))]) == [None]
-    assert len(stored(db)) == 2                      # chain intact, nothing half-written
+    assert len(backend.stored()) == 2                # chain intact, nothing half-written
 
 
-def test_close_commits_what_is_queued(loop, writer, db, signer):
+def test_aclose_commits_what_is_queued(loop, writer, backend, signer):
     futures = [writer.submit(signer.record(i)) for i in range(3)]
-    writer.close()                                   # before the loop ever turned
+    loop.run_until_complete(writer.aclose())
     assert [f.result() for f in futures] == [None] * 3
-    assert len(stored(db)) == 3
+    assert len(backend.stored()) == 3
     with pytest.raises(XRoadError) as ei:
         writer.submit(signer.record(4))
     assert ei.value.code == MLOG_FAILED
 
 
-def test_loop_and_writer_thread_share_one_chain(loop, db, tmp_path, signer):
+def test_loop_and_writer_thread_share_one_chain(loop, backend, signer):
     """Blocking callers (WSGI fallbacks on worker threads) still use the writer
     thread; both writers append to the same chain."""
-    log = open_message_log(MessageLogConf(backend="sqlite", path=db), tmp_path, SERVER_ID)
+    log = backend.open_log()
     log.attach_loop(loop)
     try:
         stop = threading.Event()
@@ -158,14 +218,14 @@ def test_loop_and_writer_thread_share_one_chain(loop, db, tmp_path, signer):
             stop.set()
             t.join()
         assert log.loop_writer.committed == 30 and log.writer.committed > 0
+        loop.run_until_complete(log.detach_loop())
     finally:
         log.close()
-    assert len(stored(db)) == 30 + log.writer.committed
+    assert len(backend.stored()) == 30 + log.writer.committed
 
 
-def test_store_log_uses_the_loop_writer_only_on_its_loop(loop, db, tmp_path, signer):
-    from dataclasses import replace
-    log = open_message_log(MessageLogConf(backend="sqlite", path=db), tmp_path, SERVER_ID)
+def test_store_log_uses_the_loop_writer_only_on_its_loop(loop, backend, signer):
+    log = backend.open_log()
     try:
         assert log.submit_on_loop(signer.record(), loop) is None     # not attached
         log.attach_loop(loop)
@@ -180,18 +240,52 @@ def test_store_log_uses_the_loop_writer_only_on_its_loop(loop, db, tmp_path, sig
         future = log.submit_on_loop(signer.record(), loop)
         assert run(loop, [future]) == [None]
         assert log.status()["committed_by_this_process"] == 1
-        log.detach_loop()
+        loop.run_until_complete(log.detach_loop())
         assert log.loop_writer is None
     finally:
         log.close()
 
 
-def test_postgresql_keeps_its_writer_thread(loop, postgresql_db, tmp_path, signer):
-    log = open_message_log(MessageLogConf(backend="postgresql", dsn=postgresql_db),
-                           tmp_path, SERVER_ID)
+# -- PostgreSQL only ---------------------------------------------------------------------
+
+@pytest.fixture
+def pg_backend(postgresql_db, tmp_path) -> Backend:
+    b = Backend(MessageLogConf(backend="postgresql", dsn=postgresql_db), tmp_path)
+    b.store().close()
+    return b
+
+
+def test_postgres_restart_between_batches_is_retried_once(postgresql_cluster, pg_backend,
+                                                           loop, signer):
+    w = pg_backend.writer(loop)
     try:
-        log.attach_loop(loop)
-        assert log.loop_writer is None
-        assert log.submit_on_loop(signer.record(), loop) is None
+        run(loop, [w.submit(signer.record(1))])
+        postgresql_cluster.stop()
+        try:
+            down = run(loop, [w.submit(signer.record(2))])[0]
+        finally:
+            postgresql_cluster.restart()
+        assert "not logged" in down and "OperationalError" in down
+        run(loop, [w.submit(signer.record(3))])
+        # the connection dies under the writer: the next batch goes on a new one
+        postgresql_cluster.stop()
+        postgresql_cluster.restart()
+        assert run(loop, [w.submit(signer.record(4))]) == [None]
     finally:
-        log.close()
+        loop.run_until_complete(w.aclose())
+    assert [int(r.message_id.split("-")[1]) for r in pg_backend.stored()] == [1, 3, 4]
+
+
+def test_postgres_session_without_synchronous_commit_is_switched_on(pg_backend, loop,
+                                                                    signer):
+    conf = replace(pg_backend.conf, dsn=pg_backend.conf.dsn
+                   + " options='-c synchronous_commit=off'")
+    w = Backend(conf, pg_backend.data_dir).writer(loop)
+    try:
+        run(loop, [w.submit(signer.record())])
+
+        async def mode():
+            return (await w._query(await w._connection(), "SHOW synchronous_commit"))[0]
+        assert loop.run_until_complete(mode()) == "on"
+    finally:
+        loop.run_until_complete(w.aclose())

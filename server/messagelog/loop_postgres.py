@@ -1,0 +1,173 @@
+"""Group commit for PostgreSQL on the event loop, over one asynchronous psycopg2
+connection: no writer thread, so no hand-over of the GIL per batch.
+
+A batch costs the two round trips of the blocking store (``BEGIN; SELECT … FOR
+UPDATE`` for the chain head, then every insert, the head update and the ``COMMIT`` in
+one statement string, postgres.py); while they travel the loop serves other requests,
+and the records those log queue up for the next batch: one batch in flight at a time.
+A batch that has not committed within ``commit_timeout`` fails closed and its
+connection is dropped (the server aborts its transaction).  Any failure drops the
+connection; the next batch connects again.  When the connection is found dead at the
+first round trip of a batch (the database restarted), nothing was written and the
+batch is retried once on a new connection.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Optional
+
+import psycopg2
+import psycopg2.extensions as pgext
+
+from . import chain
+from .loop_writer import LoopQueue
+from .postgres import LOCK_HEAD_SQL, batch_sql
+from .store import Head, KnownCerts, PreparedRecord, chain_rows
+
+_CREATE_HEAD_SQL = ("INSERT INTO chain_head (server_id, seq, hash, archived_seq, "
+                    "archived_hash) VALUES (%s, 0, %s, 0, %s) ON CONFLICT DO NOTHING; "
+                    + LOCK_HEAD_SQL)
+
+
+class PostgresLoopWriter(LoopQueue):
+    def __init__(self, loop: asyncio.AbstractEventLoop, dsn: str, server_id: str, *,
+                 max_batch: int = 200, commit_timeout: float = 60.0,
+                 connect_timeout: int = 10) -> None:
+        super().__init__(loop, server_id, max_batch=max_batch,
+                         commit_timeout=commit_timeout)
+        self.dsn = dsn
+        self.connect_timeout = connect_timeout
+        self._conn = None
+        self._known = KnownCerts()
+        self._task: Optional[asyncio.Task] = None
+
+    def _wake(self) -> None:
+        if self._task is None:
+            self._task = self.loop.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self._waiting:
+                batch = self._take()
+                try:
+                    await asyncio.wait_for(self._commit([r for r, _ in batch]),
+                                           self.commit_timeout)
+                except BaseException as exc:     # cancelled too: nobody is left hanging
+                    self._drop_connection()
+                    self._failed(batch, exc if isinstance(exc, Exception) else
+                                 RuntimeError("the message log was closed"))
+                    if not isinstance(exc, Exception):
+                        raise
+                else:
+                    self._succeeded(batch)
+        finally:
+            self._task = None
+
+    async def _commit(self, records: list[PreparedRecord]) -> None:
+        fresh = self._conn is None
+        conn = await self._connection()
+        try:
+            row = await self._query(conn, "BEGIN; " + LOCK_HEAD_SQL, (self.server_id,))
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            if fresh or not conn.closed:
+                raise
+            # Dead before anything was written: once more on a new connection.
+            self._drop_connection()
+            conn = await self._connection()
+            row = await self._query(conn, "BEGIN; " + LOCK_HEAD_SQL, (self.server_id,))
+        if row is None:        # the chain's first write
+            row = await self._query(conn, _CREATE_HEAD_SQL, (
+                self.server_id, chain.GENESIS, chain.GENESIS, self.server_id))
+        head = Head(int(row[0]), row[1], int(row[2]), row[3])
+        new_certs = self._known.missing(records)
+        rows, seq, last = chain_rows(self.server_id, head, records)
+        cur = conn.cursor()
+        await self._execute(conn, cur, batch_sql(cur, self.server_id,
+                                                 list(new_certs.items()), rows, seq, last))
+        self._known.committed(new_certs)
+
+    async def _connection(self):
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        self._drop_connection()
+        conn = psycopg2.connect(self.dsn, connect_timeout=self.connect_timeout, async_=True)
+        try:
+            await self._wait(conn)
+            (mode,) = await self._query(conn, "SHOW synchronous_commit")
+            if str(mode).lower() == "off":
+                # A logged message is released only once its record is durable.
+                await self._query(conn, "SET synchronous_commit = on")
+        except BaseException:
+            conn.close()
+            raise
+        self._conn, self._known = conn, KnownCerts()
+        return conn
+
+    async def _query(self, conn, sql: str, params=None) -> Optional[tuple]:
+        """Run ``sql``; the first row of its last result, if it has one."""
+        cur = conn.cursor()
+        await self._execute(conn, cur, sql, params)
+        return cur.fetchone() if cur.description is not None else None
+
+    async def _execute(self, conn, cur, sql, params=None) -> None:
+        cur.execute(sql, params)
+        await self._wait(conn)
+
+    async def _wait(self, conn) -> None:
+        """Poll ``conn`` until its operation is done, sleeping on the loop meanwhile."""
+        loop = self.loop
+        while True:
+            state = conn.poll()
+            if state == pgext.POLL_OK:
+                return
+            ready = loop.create_future()
+            fd = conn.fileno()
+            if state == pgext.POLL_READ:
+                loop.add_reader(fd, _set, ready)
+                try:
+                    await ready
+                finally:
+                    loop.remove_reader(fd)
+            elif state == pgext.POLL_WRITE:
+                loop.add_writer(fd, _set, ready)
+                try:
+                    await ready
+                finally:
+                    loop.remove_writer(fd)
+            else:
+                raise psycopg2.OperationalError(f"unexpected poll state {state}")
+
+    def _drop_connection(self) -> None:
+        """Close the connection; a transaction it had open is aborted by the server."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                pass
+
+    async def aclose(self, timeout: float = 5.0) -> None:
+        """Let the batch in flight and what is queued commit for up to ``timeout``
+        seconds, then close (what is left fails)."""
+        self._closed = True
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout)
+            except Exception:
+                pass
+        self.close()
+
+    def close(self) -> None:
+        """Close at once (the loop no longer runs): queued records fail."""
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+        waiting, self._waiting = self._waiting, []
+        if waiting:
+            self._failed(waiting, RuntimeError("the message log was closed"))
+        self._drop_connection()
+
+
+def _set(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
