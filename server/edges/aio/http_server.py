@@ -169,6 +169,7 @@ class HttpConnection(asyncio.Protocol):
         self.framing = 0           # bytes of a body's reads that were not body bytes
         self.continue_due = False  # 100 Continue owed once this request is current
         self.idle_timer: Optional[asyncio.TimerHandle] = None
+        self.idle_deadline: Optional[float] = None
         self.connections.open.add(self)
         self._arm_idle()
 
@@ -177,6 +178,9 @@ class HttpConnection(asyncio.Protocol):
         self.stopped = True
         self.connections.open.discard(self)
         self._disarm_idle()
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
         self._release(self.msg_reserved + sum(r for _, _, r in self.ready))
         self._unqueue()
         self.msg_reserved = 0
@@ -241,13 +245,25 @@ class HttpConnection(asyncio.Protocol):
             self.loop.call_later(self.idle_timeout, transport.abort)
 
     def _arm_idle(self) -> None:
-        self._disarm_idle()
-        self.idle_timer = self.loop.call_later(self.idle_timeout, self._on_idle)
+        """The connection may now idle ``idle_timeout`` seconds.  Armed and disarmed
+        twice per request, so the timer is moved lazily: one timer per connection,
+        which on firing early re-arms itself for what is left."""
+        self.idle_deadline = self.loop.time() + self.idle_timeout
+        if self.idle_timer is None:
+            self.idle_timer = self.loop.call_at(self.idle_deadline, self._idle_due)
 
     def _disarm_idle(self) -> None:
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
+        self.idle_deadline = None
+
+    def _idle_due(self) -> None:
+        self.idle_timer = None
+        deadline = self.idle_deadline
+        if deadline is None:
+            return
+        if self.loop.time() < deadline:
+            self.idle_timer = self.loop.call_at(deadline, self._idle_due)
+            return
+        self._on_idle()
 
     def _on_idle(self) -> None:
         # (a connection waiting for body budget has sent its request: not idle)

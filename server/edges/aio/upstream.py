@@ -42,6 +42,7 @@ class _Upstream(asyncio.Protocol):
         self.lost: Optional[BaseException] = None    # why the connection ended
         self.unsent = False        # part of the request is still in the write buffer
         self.peer_cert_der: Optional[bytes] = None
+        self.timer: Optional[asyncio.TimerHandle] = None
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -52,9 +53,14 @@ class _Upstream(asyncio.Protocol):
         transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP,
                                                       socket.TCP_NODELAY, 1)
 
-    def begin(self, message: bytes, reader: _ResponseReader) -> asyncio.Future:
+    def begin(self, message: bytes, reader: _ResponseReader,
+              timeout: float) -> asyncio.Future:
+        """Send ``message``; the future settles when the answer is complete, or fails
+        (TimeoutError after ``timeout`` seconds: a timer, not a task per request)."""
         self.reader, self.received = reader, 0
-        self.waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self.waiter = loop.create_future()
+        self.timer = loop.call_later(timeout, self._timed_out)
         self.unsent = False
         self.transport.write(message)
         return self.waiter
@@ -143,10 +149,21 @@ class _Upstream(asyncio.Protocol):
             self._fail(_Closed(exc, self.received, self.unsent))
 
     def _settle(self) -> None:
+        self._stop_timer()
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
 
+    def _timed_out(self) -> None:
+        self.timer = None
+        self._fail(TimeoutError())
+
+    def _stop_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
     def _fail(self, exc: BaseException) -> None:
+        self._stop_timer()
         self.open = False
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_exception(exc)
@@ -207,16 +224,14 @@ class AsyncPool:
             conn = await self._connect()
         try:
             try:
-                return await asyncio.wait_for(self._roundtrip(conn, message),
-                                              self.timeout)
+                return await self._roundtrip(conn, message)
             except _Closed as exc:
                 if fresh or exc.received or not exc.unsent:
                     raise
                 # A kept connection the peer had closed: the request did not get out
                 # whole, so it cannot have been handled; one try on a fresh one.
                 fresh, conn = True, await self._connect()
-                return await asyncio.wait_for(self._roundtrip(conn, message),
-                                              self.timeout)
+                return await self._roundtrip(conn, message)
         except _Closed as exc:
             if fresh and _certificate_refused(exc.cause, exc.received):
                 raise _refused(exc.cause) from None
@@ -238,12 +253,13 @@ class AsyncPool:
             conn.transport.abort()
             raise TransportError(describe(exc)) from exc
         except asyncio.CancelledError:
+            conn._stop_timer()
             conn.transport.abort()
             raise
 
     async def _roundtrip(self, conn: _Upstream, message: bytes) -> Response:
         reader = _ResponseReader(self.max_response_bytes)
-        await conn.begin(message, reader)
+        await conn.begin(message, reader, self.timeout)
         conn.reader = None
         result = Response(reader.status, reader.headers, b"".join(reader.chunks),
                           conn.peer_cert_der)

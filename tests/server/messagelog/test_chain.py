@@ -110,3 +110,18 @@ def test_fast_encoding_keeps_the_v1_hash():
         "8d5c72f04075b8529c5929af699f726e1b0d4ca26944c38388d6cd6c9d6b7075"
     assert chain.link_hash("11" * 32, chain.encoding_prefix(args[0]), 42,
                            chain.encoding_tail(*args[2:])) == chain.record_hash("11" * 32, enc)
+
+
+def test_time_text_is_the_v1_form_for_any_offset():
+    """Record times enter the chain hash as text: the direct formatting must write
+    exactly what strftime("%Y-%m-%dT%H:%M:%S.%fZ") of the UTC time wrote."""
+    from tunduk.server.messagelog.record import format_time, parse_time
+    times = [dt.datetime(2026, 12, 7, 18, 5, 9, 7, dt.timezone.utc),
+             dt.datetime(1999, 1, 1, 0, 0, 0, 0, dt.timezone.utc),
+             dt.datetime(2026, 1, 1, 3, 4, 5, 999999, dt.timezone(dt.timedelta(hours=6))),
+             dt.datetime(2026, 3, 1, 1, 0, 0, 1, dt.timezone(dt.timedelta(hours=-5)))]
+    for t in times:
+        text = format_time(t)
+        assert text == t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        assert parse_time(text) == t
+    assert format_time(times[2]) == "2025-12-31T21:04:05.999999Z"

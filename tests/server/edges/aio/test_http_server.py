@@ -259,6 +259,22 @@ def test_an_idle_connection_is_closed_after_the_idle_timeout(serve):
         assert time.monotonic() - started < 4
 
 
+def test_each_request_restarts_the_idle_time(serve):
+    """Requests 0.15 s apart keep a connection with a 0.3 s idle timeout open well past
+    0.3 s; after the last one it is closed."""
+    port = serve(Echo(), idle_timeout=0.3)
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.settimeout(5)
+        for i in range(6):
+            s.sendall(f"POST /{i} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+                      .encode())
+            assert _read_answers(s, 1) == [(200, f"/{i}|".encode())]
+            time.sleep(0.15)
+        started = time.monotonic()
+        assert s.recv(10) == b""
+        assert time.monotonic() - started < 4
+
+
 def test_a_connection_is_not_closed_while_its_request_is_handled(serve):
     port = serve(Echo(delay=0.5), idle_timeout=0.1)
     with socket.create_connection(("127.0.0.1", port)) as s:

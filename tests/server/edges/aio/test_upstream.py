@@ -101,6 +101,19 @@ def test_chunked_answer_is_decoded_and_connection_reused(aio):
     srv.close()
 
 
+def test_a_request_timer_ends_with_its_answer(aio):
+    """The timeout is a timer per request: once the answer is in, it must not fire on
+    the kept connection (which would abort it while idle)."""
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    srv = ScriptedServer([[ok, ok]])
+    pool = aio.pool(srv.port, timeout=0.2)
+    assert aio.run(pool.post("/", b"<q/>", {})).body == b"ok"
+    aio.run(asyncio.sleep(0.4))               # twice the timeout, idle
+    assert aio.run(pool.post("/", b"<q/>", {})).body == b"ok"
+    assert srv.connections == 1
+    srv.close()
+
+
 def test_answer_delimited_by_close_is_read_to_the_end(aio):
     srv = ScriptedServer([[b"HTTP/1.0 200 OK\r\nContent-Type: text/xml\r\n\r\n<a/>"]])
     answer = aio.run(aio.pool(srv.port).post("/", b"<q/>", {}))
