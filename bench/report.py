@@ -292,8 +292,14 @@ def rows(res: dict) -> list[Row]:
                            or "error", result="" if "skipped" in d else "ERROR"))
             continue
         for k, v in d.items():
-            out.append(Row(f"message log {backend} log(), {k.split('_')[1]} thread(s)",
-                           value=f"{v['per_s']:.0f}/s"))
+            kind, n = k.split("_")
+            cpu = f", {v['cpu_us']:.0f} µs CPU each" if v.get("cpu_us") else ""
+            if kind == "loop":
+                out.append(Row(f"message log {backend} on the event loop, {n} record(s) "
+                               "per commit", value=f"{v['per_s']:.0f}/s{cpu}"))
+            else:
+                out.append(Row(f"message log {backend} log(), {n} thread(s)",
+                               value=f"{v['per_s']:.0f}/s{cpu}"))
     for name, why in res.get("skipped", {}).items():
         out.append(Row(f"{name}: skipped", value=why[:40]))
     return out

@@ -95,9 +95,10 @@ def test_messagelog_micro_benchmark_writes_through_the_store(tmp_path):
     from bench.micro import bench_messagelog
     from tunduk.server.messagelog.sqlite import SqliteStore
     r = bench_messagelog("sqlite", tmp_path, b"<Envelope/>", b"\x30\x00", budget_s=0.2,
-                         max_ops=40, threads=(1, 4))
-    assert set(r) == {"threads_1", "threads_4"}
+                         max_ops=40, threads=(1, 4), loop_batches=(1, 20))
+    assert set(r) == {"threads_1", "threads_4", "loop_1", "loop_20"}
     assert all(0 < v["ops"] <= 40 and v["per_s"] > 0 for v in r.values())
+    assert r["loop_20"]["ops"] % 20 == 0 and r["loop_1"]["cpu_us"] > 0
     store = SqliteStore(tmp_path / "bench.sqlite3")
     try:
         assert store.count("KG/GOV/70000002/bench") == 1 + sum(v["ops"] for v in r.values())
