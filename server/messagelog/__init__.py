@@ -73,7 +73,8 @@ def loop_writer_factory(conf: MessageLogConf, data_dir: Path) -> Callable[..., o
         from .sqlite import SqliteStore
         path = sqlite_path(conf, data_dir)
         return lambda loop, server_id, **kw: SqliteLoopWriter(
-            loop, lambda: SqliteStore(path, busy_timeout=0), server_id, **kw)
+            loop, lambda: SqliteStore(path, busy_timeout=0, migrate=False), server_id,
+            **kw)
     from .loop_postgres import PostgresLoopWriter
     dsn = conf.dsn
     return lambda loop, server_id, **kw: PostgresLoopWriter(loop, dsn, server_id, **kw)

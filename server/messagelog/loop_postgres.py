@@ -5,22 +5,27 @@ A batch costs the two round trips of the blocking store (``BEGIN; SELECT … FOR
 UPDATE`` for the chain head, then every insert, the head update and the ``COMMIT`` in
 one statement string, postgres.py); while they travel the loop serves other requests,
 and the records those log queue up for the next batch: one batch in flight at a time.
-A batch that has not committed within ``commit_timeout`` fails closed and its
-connection is dropped (the server aborts its transaction).  Any failure drops the
-connection; the next batch connects again.  When the connection is found dead at the
+Each record must be committed within ``commit_timeout`` of its submission (a batch is
+given what is left of its oldest record's time); when that runs out the batch fails
+closed and its connection is dropped (the server aborts its transaction).  Any failure
+drops the connection; the next batch connects again, within ``connect_timeout`` (libpq
+does not bound a non-blocking connect itself; a host name is resolved on the loop's
+resolver, not by libpq, which would block).  When the connection is found dead at the
 first round trip of a batch (the database restarted), nothing was written and the
 batch is retried once on a new connection.
 """
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import time
 from typing import Optional
 
 import psycopg2
 import psycopg2.extensions as pgext
 
 from . import chain
-from .loop_writer import LoopQueue
+from .loop_writer import CLOSE_WAIT, LoopQueue
 from .postgres import LOCK_HEAD_SQL, batch_sql
 from .store import Head, KnownCerts, PreparedRecord, chain_rows
 
@@ -32,7 +37,7 @@ _CREATE_HEAD_SQL = ("INSERT INTO chain_head (server_id, seq, hash, archived_seq,
 class PostgresLoopWriter(LoopQueue):
     def __init__(self, loop: asyncio.AbstractEventLoop, dsn: str, server_id: str, *,
                  max_batch: int = 200, commit_timeout: float = 60.0,
-                 connect_timeout: int = 10) -> None:
+                 connect_timeout: float = 10.0) -> None:
         super().__init__(loop, server_id, max_batch=max_batch,
                          commit_timeout=commit_timeout)
         self.dsn = dsn
@@ -40,6 +45,7 @@ class PostgresLoopWriter(LoopQueue):
         self._conn = None
         self._known = KnownCerts()
         self._task: Optional[asyncio.Task] = None
+        self._watched: Optional[int] = None     # fd a _wait has registered with the loop
 
     def _wake(self) -> None:
         if self._task is None:
@@ -49,11 +55,16 @@ class PostgresLoopWriter(LoopQueue):
         try:
             while self._waiting:
                 batch = self._take()
+                if not batch:
+                    return
+                left = min(e.deadline for e in batch) - time.monotonic()
                 try:
-                    await asyncio.wait_for(self._commit([r for r, _ in batch]),
-                                           self.commit_timeout)
+                    async with asyncio.timeout(max(left, 0.0)):
+                        await self._commit([e.record for e in batch])
                 except BaseException as exc:     # cancelled too: nobody is left hanging
                     self._drop_connection()
+                    if isinstance(exc, TimeoutError):
+                        exc = self._timeout_error()
                     self._failed(batch, exc if isinstance(exc, Exception) else
                                  RuntimeError("the message log was closed"))
                     if not isinstance(exc, Exception):
@@ -90,18 +101,42 @@ class PostgresLoopWriter(LoopQueue):
         if self._conn is not None and not self._conn.closed:
             return self._conn
         self._drop_connection()
-        conn = psycopg2.connect(self.dsn, connect_timeout=self.connect_timeout, async_=True)
+        conn = None
         try:
-            await self._wait(conn)
-            (mode,) = await self._query(conn, "SHOW synchronous_commit")
-            if str(mode).lower() == "off":
-                # A logged message is released only once its record is durable.
-                await self._query(conn, "SET synchronous_commit = on")
-        except BaseException:
-            conn.close()
+            async with asyncio.timeout(self.connect_timeout):
+                params = await self._resolved()
+                conn = psycopg2.connect(**params, async_=True)
+                await self._wait(conn)
+                (mode,) = await self._query(conn, "SHOW synchronous_commit")
+                if str(mode).lower() == "off":
+                    # A logged message is released only once its record is durable.
+                    await self._query(conn, "SET synchronous_commit = on")
+        except BaseException as exc:
+            self._forget_fd()
+            if conn is not None:
+                conn.close()
+            if isinstance(exc, TimeoutError):
+                raise psycopg2.OperationalError(
+                    f"could not connect to the database within "
+                    f"{self.connect_timeout:g} s") from None
             raise
         self._conn, self._known = conn, KnownCerts()
         return conn
+
+    async def _resolved(self) -> dict:
+        """The DSN's parameters, a single host name resolved by the loop (as
+        ``hostaddr``, ``host`` kept for TLS and passwords) so that libpq need not."""
+        params = pgext.parse_dsn(self.dsn)
+        host = params.get("host")
+        if host and "hostaddr" not in params and "," not in host \
+                and not host.startswith("/"):
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                infos = await self.loop.getaddrinfo(host, int(params.get("port") or 5432),
+                                                    type=1)   # SOCK_STREAM
+                params["hostaddr"] = infos[0][4][0]
+        return params
 
     async def _query(self, conn, sql: str, params=None) -> Optional[tuple]:
         """Run ``sql``; the first row of its last result, if it has one."""
@@ -120,45 +155,53 @@ class PostgresLoopWriter(LoopQueue):
             state = conn.poll()
             if state == pgext.POLL_OK:
                 return
+            if state not in (pgext.POLL_READ, pgext.POLL_WRITE):
+                raise psycopg2.OperationalError(f"unexpected poll state {state}")
             ready = loop.create_future()
             fd = conn.fileno()
-            if state == pgext.POLL_READ:
-                loop.add_reader(fd, _set, ready)
-                try:
-                    await ready
-                finally:
-                    loop.remove_reader(fd)
-            elif state == pgext.POLL_WRITE:
-                loop.add_writer(fd, _set, ready)
-                try:
-                    await ready
-                finally:
-                    loop.remove_writer(fd)
-            else:
-                raise psycopg2.OperationalError(f"unexpected poll state {state}")
+            reading = state == pgext.POLL_READ
+            (loop.add_reader if reading else loop.add_writer)(fd, _set, ready)
+            self._watched = fd
+            try:
+                await ready
+            finally:
+                self._forget_fd(reading)
+
+    def _forget_fd(self, reading: Optional[bool] = None) -> None:
+        """Unregister the fd a _wait watches (once: after close its number may be
+        reused)."""
+        fd, self._watched = self._watched, None
+        if fd is None or self.loop.is_closed():
+            return
+        if reading is not False:
+            self.loop.remove_reader(fd)
+        if reading is not True:
+            self.loop.remove_writer(fd)
 
     def _drop_connection(self) -> None:
         """Close the connection; a transaction it had open is aborted by the server."""
         conn, self._conn = self._conn, None
         if conn is not None:
+            self._forget_fd()
             try:
                 conn.close()
             except Exception:
                 pass
 
-    async def aclose(self, timeout: float = 5.0) -> None:
-        """Let the batch in flight and what is queued commit for up to ``timeout``
+    async def aclose(self) -> None:
+        """Let the batch in flight and what is queued commit for up to CLOSE_WAIT
         seconds, then close (what is left fails)."""
         self._closed = True
         if self._task is not None:
             try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout)
+                await asyncio.wait_for(asyncio.shield(self._task), CLOSE_WAIT)
             except Exception:
                 pass
         self.close()
 
     def close(self) -> None:
-        """Close at once (the loop no longer runs): queued records fail."""
+        """Close at once: queued records fail; a batch in flight fails when its task
+        next runs (its connection is closed now)."""
         self._closed = True
         if self._task is not None:
             self._task.cancel()

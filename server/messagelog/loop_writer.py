@@ -1,4 +1,5 @@
-"""Group commit for SQLite on the event loop itself.
+"""Group commit on the event loop: what every loop writer shares (LoopQueue), and the
+SQLite writer, which commits on the loop thread itself.
 
 Why: with the threaded GroupWriter, the loop thread and the writer thread share the
 GIL, and every sqlite3 call on the writer releases and retakes it; on a busy loop each
@@ -8,17 +9,19 @@ on the loop, right after that turn, with the usual ``synchronous = FULL`` (the W
 fsynced inside COMMIT): no other thread, no hand-over, and a record's future is
 resolved only after the COMMIT that made it durable returned.
 
-The loop does nothing else while SQLite fsyncs (a few hundred microseconds on an SSD);
-the CPU is free for the other processes meanwhile.  Measured on the 2-core benchmark
-machine against an fsync on a helper thread (WAL with ``synchronous = NORMAL``, the
-thread fsyncing the WAL file and waking the loop): 3.46 against 3.86 ms of CPU per
-exchange, 321 against 293 exchanges/s.  On slow storage run more worker processes
-than cores, so that one worker's fsync does not leave its core idle.
+The loop does nothing else while SQLite fsyncs (a few hundred microseconds on an SSD;
+now and then a WAL checkpoint, a few milliseconds), and a disk that stops answering
+stops the loop; the CPU is free for the other processes meanwhile.  Measured on the
+2-core benchmark machine against an fsync on a helper thread (WAL with ``synchronous
+= NORMAL``, the thread fsyncing the WAL file and waking the loop): 3.46 against 3.86
+ms of CPU per exchange, 321 against 293 exchanges/s.  On slow storage run more worker
+processes than cores, so that one worker's fsync does not leave its core idle.
 
 Another connection holding the write lock (a worker process, the writer thread of
-this process, ``tunduk log`` maintenance) never blocks the loop: the connection has no
-busy wait, and a busy batch is retried shortly, failing once it has waited longer than
-``commit_timeout``.
+this process, ``tunduk log`` maintenance) does not block the loop: the connection
+never waits for the lock, not even when it is opened, and a busy batch is retried
+shortly.  Every record has a deadline, ``commit_timeout`` after it was submitted:
+a record not committed by then fails, however many batches were ahead of it.
 """
 from __future__ import annotations
 
@@ -35,20 +38,32 @@ from .store import ConnectionLost, PreparedRecord
 log = logging.getLogger(__name__)
 
 _RETRY_FIRST, _RETRY_MAX = 0.0005, 0.01   # s between tries while another writer commits
+CLOSE_WAIT = 5.0     # s a closing writer still tries to commit what is queued
 
 
 def is_busy(exc: BaseException) -> bool:
     """Another connection holds the database's write lock (retry later)."""
-    return isinstance(exc, sqlite3.OperationalError) and (
-        getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY,
-                                                   sqlite3.SQLITE_LOCKED)
-        or "database is locked" in str(exc))
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)   # may be an extended code
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "database is locked" in str(exc)
+
+
+class _Entry:
+    __slots__ = ("record", "future", "deadline")
+
+    def __init__(self, record: PreparedRecord, future: asyncio.Future,
+                 deadline: float) -> None:
+        self.record, self.future, self.deadline = record, future, deadline
 
 
 class LoopQueue:
     """What every event-loop writer shares: records queued by ``submit`` on the loop's
     thread (the only thread that may call these methods), futures resolved once the
-    batch holding them is committed (None) or failed (the reason)."""
+    batch holding them is committed (None) or failed (the reason), and a deadline per
+    record."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, server_id: str, *,
                  max_batch: int = 200, commit_timeout: float = 60.0) -> None:
@@ -56,7 +71,7 @@ class LoopQueue:
         self.server_id = server_id
         self.max_batch = max_batch
         self.commit_timeout = commit_timeout
-        self._waiting: list[tuple[PreparedRecord, asyncio.Future]] = []
+        self._waiting: list[_Entry] = []
         self._closed = False
         self.committed = 0
         self.batches = 0
@@ -72,7 +87,8 @@ class LoopQueue:
         except Exception as exc:   # a malformed record is not logged: fail closed
             raise XRoadError(MLOG_FAILED, f"message log record rejected: {exc}") from exc
         future = self.loop.create_future()
-        self._waiting.append((prepared, future))
+        self._waiting.append(_Entry(prepared, future,
+                                    time.monotonic() + self.commit_timeout))
         self._wake()
         return future
 
@@ -80,31 +96,39 @@ class LoopQueue:
         """Make sure a flush of ``_waiting`` follows (after this turn of the loop)."""
         raise NotImplementedError
 
-    def _take(self) -> list[tuple[PreparedRecord, asyncio.Future]]:
+    def _take(self) -> list[_Entry]:
+        """The next batch, after failing the records whose deadline has passed."""
+        now = time.monotonic()
+        if self._waiting and self._waiting[0].deadline <= now:
+            expired = [e for e in self._waiting if e.deadline <= now]
+            self._waiting = [e for e in self._waiting if e.deadline > now]
+            self._failed(expired, self._timeout_error())
         batch = self._waiting[:self.max_batch]
         del self._waiting[:self.max_batch]
         return batch
 
-    def _succeeded(self, batch) -> None:
+    def _timeout_error(self) -> TimeoutError:
+        return TimeoutError(f"not committed within {self.commit_timeout:g} s")
+
+    def _succeeded(self, batch: list[_Entry]) -> None:
         self.committed += len(batch)
         self.batches += 1
         self.last_error = None           # writes work (again)
-        for _, future in batch:
-            if not future.done():
-                future.set_result(None)
+        for e in batch:
+            if not e.future.done():
+                e.future.set_result(None)
 
-    def _failed(self, batch, exc: BaseException) -> None:
-        if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
-            exc = TimeoutError(f"no commit within {self.commit_timeout:.0f} s")
+    def _failed(self, batch: list[_Entry], exc: BaseException) -> None:
         msg = f"message log write failed, message not logged: {type(exc).__name__}: {exc}"
         log.error("%s", msg)
         self.last_error = msg
-        for _, future in batch:
-            if not future.done():
-                future.set_result(msg)
+        for e in batch:
+            if not e.future.done():
+                e.future.set_result(msg)
 
-    async def aclose(self, timeout: float = 5.0) -> None:
-        """Commit what is queued, then close (the engine calls this when it stops)."""
+    async def aclose(self) -> None:
+        """Commit what is queued (for up to CLOSE_WAIT seconds), then close; the
+        engine calls this when it stops."""
         self.close()
 
     def close(self) -> None:
@@ -112,7 +136,8 @@ class LoopQueue:
 
 
 class SqliteLoopWriter(LoopQueue):
-    """Commits SQLite records on the loop itself (see the module's docstring)."""
+    """Commits SQLite records on the loop itself (see the module's docstring).
+    ``store_factory`` must open a store that never waits for a lock."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, store_factory: Callable[[], object],
                  server_id: str, *, max_batch: int = 200,
@@ -122,7 +147,6 @@ class SqliteLoopWriter(LoopQueue):
         self._store_factory = store_factory
         self._store = None
         self._flush_handle: Optional[asyncio.Handle] = None
-        self._busy_since: Optional[float] = None
         self._retry = _RETRY_FIRST
 
     def _wake(self) -> None:
@@ -133,14 +157,20 @@ class SqliteLoopWriter(LoopQueue):
         self._flush_handle = None
         while self._waiting:
             batch = self._take()
+            if not batch:
+                return
             try:
-                self._append([r for r, _ in batch])
+                self._append([e.record for e in batch])
             except Exception as exc:
-                if is_busy(exc) and self._retry_later(batch):
+                if is_busy(exc):          # not the store's fault: keep it, try again
+                    self._waiting[:0] = batch
+                    self._flush_handle = self.loop.call_later(self._retry, self._flush)
+                    self._retry = min(self._retry * 2, _RETRY_MAX)
                     return
-                self._fail(batch, exc)
+                self._drop_store()
+                self._failed(batch, exc)
                 continue
-            self._busy_since, self._retry = None, _RETRY_FIRST
+            self._retry = _RETRY_FIRST
             self._succeeded(batch)
 
     def _append(self, records: list[PreparedRecord]) -> None:
@@ -149,31 +179,19 @@ class SqliteLoopWriter(LoopQueue):
         try:
             self._store.append_prepared(self.server_id, records)
         except ConnectionLost:
-            self._store.close()
+            self._drop_store()
             self._store = self._store_factory()
             self._store.append_prepared(self.server_id, records)
 
-    def _retry_later(self, batch) -> bool:
-        """Put ``batch`` back and try again shortly; False once it waited too long."""
-        now = time.monotonic()
-        if self._busy_since is None:
-            self._busy_since = now
-        if now - self._busy_since > self.commit_timeout:
-            return False
-        self._waiting[:0] = batch
-        self._flush_handle = self.loop.call_later(self._retry, self._flush)
-        self._retry = min(self._retry * 2, _RETRY_MAX)
-        return True
-
-    def _fail(self, batch, exc: BaseException) -> None:
-        if self._store is not None:     # reconnect next time: it may be the broken part
+    def _drop_store(self) -> None:
+        """Reconnect next time: the connection may be the broken part."""
+        if self._store is not None:
             self._store.close()
             self._store = None
-        self._busy_since, self._retry = None, _RETRY_FIRST
-        self._failed(batch, exc)
 
     def close(self) -> None:
-        """Commit what is still queued (waiting for the lock if need be), then close."""
+        """Commit what is still queued, waiting up to CLOSE_WAIT seconds for the lock
+        (this blocks: call it when the loop serves no more requests), then close."""
         if self._closed:
             return
         self._closed = True
@@ -183,17 +201,15 @@ class SqliteLoopWriter(LoopQueue):
         waiting, self._waiting = self._waiting, []
         try:
             if waiting:
-                self._append_blocking([r for r, _ in waiting])
+                self._append_blocking([e.record for e in waiting])
                 self._succeeded(waiting)
         except Exception as exc:
-            self._fail(waiting, exc)
+            self._failed(waiting, exc)
         finally:
-            if self._store is not None:
-                self._store.close()
-                self._store = None
+            self._drop_store()
 
     def _append_blocking(self, records: list[PreparedRecord]) -> None:
-        deadline = time.monotonic() + self.commit_timeout
+        deadline = time.monotonic() + CLOSE_WAIT
         while True:
             try:
                 self._append(records)

@@ -3,9 +3,11 @@ everything else by the threaded engine's WSGI apps on a worker thread.
 
 The core steps (prepare, finish, accept, respond) run on the loop thread: they are
 CPU work without I/O.  Their message-log records are collected (``LOG_COLLECTOR``)
-and committed while the loop serves other requests (SQLite: on the loop itself, with
-the fsync on a thread, messagelog/loop_writer.py; PostgreSQL: by the log's writer
-thread); a step's output leaves the server only once its records are durable.
+and committed on the loop after the step (messagelog/loop_writer.py for SQLite,
+loop_postgres.py over an asynchronous connection; each bounds a record's wait by its
+commit timeout); a step's output leaves the server only once its records are durable.
+A log without a loop writer (one attached by another loop) goes through its writer
+thread, waited for here with the same timeout.
 """
 from __future__ import annotations
 

@@ -5,7 +5,9 @@ holds the lock, and failures that fail closed with their reason, then recover.""
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
+import time
 from dataclasses import replace
 
 import pytest
@@ -139,21 +141,86 @@ def test_future_resolves_after_the_commit_is_visible_to_others(loop, writer, bac
     assert loop.run_until_complete(one()) == (None, [record.message_id])
 
 
+async def _turning(until: "asyncio.Future | float") -> float:
+    """Keep the loop turning until ``until`` is done (or for that many seconds);
+    return the longest gap between two turns (a blocked loop shows as a long one)."""
+    worst, last = 0.0, time.monotonic()
+    end = None if isinstance(until, asyncio.Future) else last + until
+    while (not until.done()) if end is None else time.monotonic() < end:
+        await asyncio.sleep(0.005)
+        now = time.monotonic()
+        worst, last = max(worst, now - last), now
+    return worst
+
+
 def test_lock_held_elsewhere_does_not_block_the_loop(loop, writer, backend, signer):
     run(loop, [writer.submit(signer.record(1))])    # the chain head exists
     backend.hold_lock()
 
     async def scenario():
         future = writer.submit(signer.record(2))
-        ticks = 0
-        for _ in range(20):                          # the loop keeps turning meanwhile
-            await asyncio.sleep(0.005)
-            ticks += 1
+        gap = await _turning(0.2)
         assert not future.done()
         backend.release_lock()
-        return ticks, await asyncio.wait_for(future, 5)
-    assert loop.run_until_complete(scenario()) == (20, None)
+        return gap, await asyncio.wait_for(future, 5)
+    gap, error = loop.run_until_complete(scenario())
+    assert error is None and gap < 0.1
     assert len(backend.stored()) == 2
+
+
+def test_reconnecting_while_the_lock_is_held_does_not_block_the_loop(loop, writer,
+                                                                     backend, signer):
+    """After a failure the writer reconnects; opening while another writer holds the
+    lock must not wait for it on the loop (SQLite's default is a 30 s busy wait)."""
+    run(loop, [writer.submit(signer.record(1))])
+    backend.break_writes()
+    assert "disk full" in run(loop, [writer.submit(signer.record(2))])[0]   # dropped
+    backend.repair_writes()
+    backend.hold_lock()
+
+    async def scenario():
+        future = writer.submit(signer.record(3))
+        gap = await _turning(0.3)
+        assert not future.done()
+        backend.release_lock()
+        return gap, await asyncio.wait_for(future, 5)
+    gap, error = loop.run_until_complete(scenario())
+    assert error is None and gap < 0.1
+    assert [int(r.message_id.split("-")[1]) for r in backend.stored()] == [1, 3]
+
+
+def test_every_record_has_its_own_deadline(loop, backend, signer):
+    """Ten records queued behind a held lock, two per batch: all fail once the
+    commit timeout has passed since they were submitted, not one batch after
+    another (5 × the timeout)."""
+    w = backend.writer(loop, commit_timeout=0.4, max_batch=2)
+    run(loop, [w.submit(signer.record(0))])
+    backend.hold_lock()
+    try:
+        started = time.monotonic()
+        errors = run(loop, [w.submit(signer.record(i)) for i in range(1, 11)])
+        took = time.monotonic() - started
+    finally:
+        backend.release_lock()
+    assert all("not committed within 0.4 s" in e for e in errors)
+    assert 0.35 < took < 1.2
+    loop.run_until_complete(w.aclose())
+    assert len(backend.stored()) == 1
+
+
+def test_a_certificate_of_a_failed_batch_is_stored_with_the_next(loop, writer, backend,
+                                                                 signer, test_ca):
+    """The certificate cache fills only on commit: a batch that failed with a new
+    signer's certificate must not leave it marked as stored."""
+    from tests.server.messagelog.conftest import Signer
+    other = Signer(*test_ca)
+    run(loop, [writer.submit(signer.record(1))])
+    backend.break_writes()
+    assert "disk full" in run(loop, [writer.submit(other.record(2))])[0]
+    backend.repair_writes()
+    assert run(loop, [writer.submit(other.record(3))]) == [None]
+    last = backend.stored()[-1]
+    assert last.signature_cert_der == other.cert_der
 
 
 def test_lock_held_too_long_fails_closed_then_recovers(loop, backend, signer):
@@ -165,7 +232,7 @@ def test_lock_held_too_long_fails_closed_then_recovers(loop, backend, signer):
     finally:
         backend.release_lock()
     assert error.startswith("message log write failed, message not logged")
-    assert ("database is locked" if backend.sqlite else "no commit within 0 s") in error
+    assert "TimeoutError: not committed within 0.3 s" in error
     assert w.last_error == error
     assert run(loop, [w.submit(signer.record(3))]) == [None]
     assert w.last_error is None
@@ -289,3 +356,43 @@ def test_postgres_session_without_synchronous_commit_is_switched_on(pg_backend, 
         assert loop.run_until_complete(mode()) == "on"
     finally:
         loop.run_until_complete(w.aclose())
+
+
+def test_postgres_connect_is_bounded(loop, tmp_path, signer):
+    """A server that accepts the TCP connection and never answers (libpq does not
+    time out a non-blocking connect by itself): the batch fails after connect_timeout,
+    and the loop keeps turning meanwhile."""
+    from tunduk.server.messagelog.loop_postgres import PostgresLoopWriter
+    silent = socket.create_server(("127.0.0.1", 0))
+    port = silent.getsockname()[1]
+    w = PostgresLoopWriter(loop, f"host=127.0.0.1 port={port} user=x dbname=y",
+                           SERVER_ID, connect_timeout=0.3)
+
+    async def scenario():
+        future = w.submit(signer.record())
+        gap = await _turning(future)
+        return gap, future.result()
+    try:
+        started = time.monotonic()
+        gap, error = loop.run_until_complete(scenario())
+        took = time.monotonic() - started
+    finally:
+        loop.run_until_complete(w.aclose())
+        silent.close()
+    assert "could not connect to the database within 0.3 s" in error
+    assert "not logged" in error and took < 3 and gap < 0.1
+
+
+def test_postgres_aclose_lets_the_batch_in_flight_commit(pg_backend, loop, signer):
+    w = pg_backend.writer(loop)
+    run(loop, [w.submit(signer.record(1))])
+    pg_backend.hold_lock()
+    threading.Timer(0.3, pg_backend.release_lock).start()
+
+    async def scenario():
+        future = w.submit(signer.record(2))
+        await asyncio.sleep(0.05)             # the batch is waiting for the row lock
+        await w.aclose()
+        return future.result()
+    assert loop.run_until_complete(scenario()) is None
+    assert len(pg_backend.stored()) == 2
