@@ -46,6 +46,13 @@ class NullLog:
         return None
 
 
+def _well_formed(record: LogRecord) -> LogRecord:
+    problem = check_record(record)
+    if problem:
+        raise XRoadError(MLOG_FAILED, f"message log record rejected: {problem}")
+    return record
+
+
 def sqlite_path(conf: MessageLogConf, data_dir: Path) -> Path:
     return Path(conf.path) if conf.path else Path(data_dir) / "messagelog.sqlite3"
 
@@ -110,18 +117,12 @@ class StoreLog:
             self.timestamper.start()
 
     def log(self, record: LogRecord) -> None:
-        problem = check_record(record)
-        if problem:
-            raise XRoadError(MLOG_FAILED, f"message log record rejected: {problem}")
-        self.writer.log(record)
+        self.writer.log(_well_formed(record))
 
     def submit(self, record: LogRecord, on_done) -> None:
         """``log`` without waiting: ``on_done(seq, error)`` follows from the writer
         thread once the record is committed (error None) or not."""
-        problem = check_record(record)
-        if problem:
-            raise XRoadError(MLOG_FAILED, f"message log record rejected: {problem}")
-        self.writer.submit(record, on_done)
+        self.writer.submit(_well_formed(record), on_done)
 
     def attach_loop(self, loop) -> None:
         """Let records submitted on ``loop`` be committed on it (loop_writer.py,
@@ -144,10 +145,7 @@ class StoreLog:
         writer = self.loop_writer
         if writer is None or writer.loop is not loop:
             return None
-        problem = check_record(record)
-        if problem:
-            raise XRoadError(MLOG_FAILED, f"message log record rejected: {problem}")
-        return writer.submit(record)
+        return writer.submit(_well_formed(record))
 
     def check_accepting(self) -> None:
         if self.timestamper is not None:

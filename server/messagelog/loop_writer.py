@@ -31,9 +31,9 @@ import sqlite3
 import time
 from typing import Callable, Optional
 
-from ..core.errors import MLOG_FAILED, XRoadError
 from .record import LogRecord
 from .store import ConnectionLost, PreparedRecord
+from .writer import admit
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +80,7 @@ class LoopQueue:
     def submit(self, record: LogRecord) -> asyncio.Future:
         """Queue ``record``; the future's result is None once it is committed, or the
         reason it is not (the caller turns that into MessageLogFailed)."""
-        if self._closed:
-            raise XRoadError(MLOG_FAILED, "message log is closed")
-        try:
-            prepared = PreparedRecord.of(record)
-        except Exception as exc:   # a malformed record is not logged: fail closed
-            raise XRoadError(MLOG_FAILED, f"message log record rejected: {exc}") from exc
+        prepared = admit(record, self._closed)
         future = self.loop.create_future()
         self._waiting.append(_Entry(prepared, future,
                                     time.monotonic() + self.commit_timeout))

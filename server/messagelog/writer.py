@@ -24,6 +24,17 @@ from .store import ConnectionLost, PreparedRecord
 log = logging.getLogger(__name__)
 
 
+def admit(record: LogRecord, closed: bool) -> PreparedRecord:
+    """``record`` prepared for a writer's queue (on the caller's thread); refused with
+    MLOG_FAILED when the writer is closed or the record malformed (fail closed)."""
+    if closed:
+        raise XRoadError(MLOG_FAILED, "message log is closed")
+    try:
+        return PreparedRecord.of(record)
+    except Exception as exc:
+        raise XRoadError(MLOG_FAILED, f"message log record rejected: {exc}") from exc
+
+
 #: ``on_done(seq, error)``: called from the writer thread once the record's batch is
 #: committed (error None) or failed (seq None).
 OnDone = Callable[[Optional[int], Optional[str]], None]
@@ -89,13 +100,7 @@ class GroupWriter:
         self._enqueue(record, on_done)
 
     def _enqueue(self, record: LogRecord, on_done: Optional[OnDone]) -> _Pending:
-        if self._closed:
-            raise XRoadError(MLOG_FAILED, "message log is closed")
-        try:
-            prepared = PreparedRecord.of(record)
-        except Exception as exc:   # a malformed record is not logged: fail closed
-            raise XRoadError(MLOG_FAILED, f"message log record rejected: {exc}") from exc
-        p = _Pending(prepared, on_done)
+        p = _Pending(admit(record, self._closed), on_done)
         self._queue.put(p)
         return p
 

@@ -153,17 +153,23 @@ async def _turning(until: "asyncio.Future | float") -> float:
     return worst
 
 
-def test_lock_held_elsewhere_does_not_block_the_loop(loop, writer, backend, signer):
-    run(loop, [writer.submit(signer.record(1))])    # the chain head exists
+def _through_a_held_lock(loop, writer, backend, record, hold: float) -> tuple:
+    """Submit ``record`` while another connection holds the lock for ``hold`` s (the
+    loop turning meanwhile), then release it: (longest loop gap, the record's result)."""
     backend.hold_lock()
 
     async def scenario():
-        future = writer.submit(signer.record(2))
-        gap = await _turning(0.2)
+        future = writer.submit(record)
+        gap = await _turning(hold)
         assert not future.done()
         backend.release_lock()
         return gap, await asyncio.wait_for(future, 5)
-    gap, error = loop.run_until_complete(scenario())
+    return loop.run_until_complete(scenario())
+
+
+def test_lock_held_elsewhere_does_not_block_the_loop(loop, writer, backend, signer):
+    run(loop, [writer.submit(signer.record(1))])    # the chain head exists
+    gap, error = _through_a_held_lock(loop, writer, backend, signer.record(2), 0.2)
     assert error is None and gap < 0.1
     assert len(backend.stored()) == 2
 
@@ -176,15 +182,7 @@ def test_reconnecting_while_the_lock_is_held_does_not_block_the_loop(loop, write
     backend.break_writes()
     assert "disk full" in run(loop, [writer.submit(signer.record(2))])[0]   # dropped
     backend.repair_writes()
-    backend.hold_lock()
-
-    async def scenario():
-        future = writer.submit(signer.record(3))
-        gap = await _turning(0.3)
-        assert not future.done()
-        backend.release_lock()
-        return gap, await asyncio.wait_for(future, 5)
-    gap, error = loop.run_until_complete(scenario())
+    gap, error = _through_a_held_lock(loop, writer, backend, signer.record(3), 0.3)
     assert error is None and gap < 0.1
     assert [int(r.message_id.split("-")[1]) for r in backend.stored()] == [1, 3]
 
