@@ -32,6 +32,7 @@ BODY_BUDGET = 256 * 1024 * 1024
 BODY_TIMEOUT = 60.0             # seconds from a request's head to the end of its body
 MAX_PIPELINED = 16              # requests read ahead of the one being handled
 CHUNK_FRAMING = 64              # bytes of size line and CRLFs allowed per chunk
+CHUNKED_STEP = 1024 * 1024      # first budget of a chunked body; it doubles as it grows
 
 
 @dataclass
@@ -87,13 +88,19 @@ def _http_date() -> str:
 @dataclass
 class Connections:
     """The server's open connections, for a graceful stop, and the budget of request
-    body bytes they may hold at once (each request reserves its announced length, or
-    the body limit when chunked, before its body is read; others wait, unread)."""
+    body bytes they may hold at once: each request reserves its announced length
+    before its body is read (others wait, unread); a chunked body reserves
+    ``chunked_step`` and then more as it arrives (doubling), so that slow uploads hold
+    little.  Of the chunked bodies being read, the one that started first may always
+    grow, so uploads that together exceed the budget finish one after another instead
+    of waiting on each other."""
     open: set = field(default_factory=set)
     stopping: bool = False        # answers say "Connection: close"; nothing new is read
     body_budget: int = BODY_BUDGET
+    chunked_step: int = CHUNKED_STEP
     reserved: int = 0
     waiting: collections.deque = field(default_factory=collections.deque)
+    growing: list = field(default_factory=list)   # reading a chunked body, oldest first
 
     def reserve(self, n: int) -> bool:
         # With nothing reserved, any one request may go (none exceeds the limit).
@@ -113,6 +120,30 @@ class Connections:
                 return
             self.waiting.popleft()
             conn.granted()
+
+    def grow(self, conn: "HttpConnection", n: int) -> bool:
+        """``n`` more bytes for ``conn``'s chunked body (always, for the oldest)."""
+        if self.growing and self.growing[0] is conn:
+            self.reserved += n
+            return True
+        return self.reserve(n)
+
+    def done_growing(self, conn: "HttpConnection") -> None:
+        """``conn``'s chunked body is complete or abandoned; the next oldest, if it
+        waits for more, gets it now."""
+        try:
+            self.growing.remove(conn)
+        except ValueError:
+            return
+        if self.growing:
+            first = self.growing[0]
+            if first.wanted and not first.stopped:
+                try:
+                    self.waiting.remove(first)
+                except ValueError:
+                    pass
+                self.reserved += first.wanted
+                first.granted()
 
     def idle_close(self) -> None:
         self.stopping = True
@@ -147,6 +178,7 @@ class HttpConnection(asyncio.Protocol):
         self.ready: collections.deque[tuple[Request, bool, int]] = collections.deque()
         self.msg_reserved = 0      # budget reserved for the body being read
         self.wanted = 0            # budget waited for (reading is paused meanwhile)
+        self.chunked = False       # its chunked body holds a growing reservation
 
     # -- connection -------------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -175,6 +207,7 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         self._stop_body_timer()
+        self._stop_growing()
         self.stopped = True
         self.connections.open.discard(self)
         self._disarm_idle()
@@ -202,7 +235,7 @@ class HttpConnection(asyncio.Protocol):
             need = self.wanted
             self._unqueue()
             self.connections.reserved += need
-            self.msg_reserved = need
+            self.msg_reserved += need
 
     def _release(self, n: int) -> None:
         if n:
@@ -210,7 +243,9 @@ class HttpConnection(asyncio.Protocol):
 
     def granted(self) -> None:
         """The budget this connection waited for is reserved: read its body."""
-        self.msg_reserved, self.wanted = self.wanted, 0
+        self.msg_reserved, self.wanted = self.msg_reserved + self.wanted, 0
+        if self.chunked and self not in self.connections.growing:
+            self.connections.growing.append(self)
         if not self.stopped and not self.busy and not self.ready:
             if self.continue_due and self.in_message:
                 self.continue_due = False
@@ -359,12 +394,16 @@ class HttpConnection(asyncio.Protocol):
         if length is not None and int(length) > self.max_body:
             self._too_large(f"the message is {int(length)} bytes; the limit is "
                             f"{self.max_body}")
+        chunked = length is None and self.parser.get_method() != b"GET" \
+            and "chunked" in headers.get("transfer-encoding", "").lower()
         need = int(length) if length is not None else (
-            self.max_body if self.parser.get_method() != b"GET"
-            and "chunked" in headers.get("transfer-encoding", "").lower() else 0)
+            min(self.connections.chunked_step, self.max_body) if chunked else 0)
+        self.chunked = chunked
         if need:
             if self.connections.reserve(need):
                 self.msg_reserved = need
+                if chunked:                # grows in the order reservations began
+                    self.connections.growing.append(self)
             else:                          # wait, unread, for bodies to be answered
                 self.wanted = need
                 self.transport.pause_reading()
@@ -383,10 +422,32 @@ class HttpConnection(asyncio.Protocol):
         if self.size > self.max_body:
             self._too_large(f"the message exceeds {self.max_body} bytes")
         self.chunks.append(body)
+        if self.chunked and self.size > self.msg_reserved and not self.wanted:
+            self._grow()
+
+    def _grow(self) -> None:
+        """More budget for a chunked body that outgrew its reservation (the bytes of
+        this read are held anyway: over the budget by at most one read)."""
+        step = min(max(self.connections.chunked_step, self.msg_reserved),
+                   self.max_body - self.msg_reserved)
+        if step <= 0:
+            return
+        if self.connections.grow(self, step):
+            self.msg_reserved += step
+        else:                              # wait, unread, for budget to come back
+            self.wanted = step
+            self.transport.pause_reading()
+            self.connections.waiting.append(self)
+
+    def _stop_growing(self) -> None:
+        if self.chunked:
+            self.chunked = False
+            self.connections.done_growing(self)
 
     def on_message_complete(self) -> None:
         self._stop_body_timer()
         self._take_unreserved()
+        self._stop_growing()
         self.in_message = False
         self.continue_due = False
         body = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
@@ -434,6 +495,7 @@ class HttpConnection(asyncio.Protocol):
         """Answer now (after the answers before it), without reading the body, and
         close afterwards."""
         self._unqueue()
+        self._stop_growing()
         self.stopped = True
         self.transport.pause_reading()
         self.ready.append((self._request(b"", why), False, self.msg_reserved))
@@ -522,6 +584,7 @@ class HttpConnection(asyncio.Protocol):
         """A request that cannot be parsed: a plain answer after the answers to the
         requests before it, then close."""
         self.stopped = True
+        self._stop_growing()
         self.transport.pause_reading()
         self.refusal = Answer(status, [("Content-Type", "text/plain")],
                               message.encode("latin-1", "replace"))

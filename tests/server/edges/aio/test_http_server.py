@@ -502,6 +502,85 @@ def test_a_closed_connection_gives_its_budget_back(serve_budget):
     assert conns.reserved == 0
 
 
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+CHUNKED_HEAD = b"POST /%d HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def test_a_chunked_body_reserves_as_it_arrives(serve_with):
+    conns = Connections(body_budget=10 * MB, chunked_step=64 * 1024)
+    port = serve_with(Echo(), conns)
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.settimeout(5)
+        s.sendall(CHUNKED_HEAD % 1 + _chunk(b"a" * 10_000))
+        time.sleep(0.1)
+        assert conns.reserved == 64 * 1024          # not the 1 MB body limit
+        s.sendall(_chunk(b"b" * 200_000))
+        time.sleep(0.1)
+        assert conns.reserved == 256 * 1024         # 64 → 128 → 256 KB
+        s.sendall(b"0\r\n\r\n")
+        assert _read_answers(s, 1) == [(200, b"/1|" + b"a" * 10_000 + b"b" * 200_000)]
+    time.sleep(0.1)
+    assert (conns.reserved, conns.growing) == (0, [])
+
+
+def test_slow_chunked_uploads_do_not_hold_the_budget(serve_with):
+    """Three clients trickling chunked bodies hold 64 KB each, so an 800 KB request
+    in a 1 MB budget is read at once (each used to reserve the whole body limit)."""
+    conns = Connections(body_budget=MB, chunked_step=64 * 1024)
+    port = serve_with(Echo(), conns)
+    slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+    try:
+        for i, s in enumerate(slow):
+            s.sendall(CHUNKED_HEAD % i + _chunk(b"x" * 100))
+        time.sleep(0.1)
+        assert conns.reserved == 3 * 64 * 1024
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.settimeout(5)
+            body = b"b" * 800_000
+            s.sendall(b"POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: 800000\r\n\r\n"
+                      + body)
+            assert _read_answers(s, 1) == [(200, b"/big|" + body)]
+    finally:
+        for s in slow:
+            s.close()
+
+
+def test_chunked_uploads_larger_than_the_budget_together_all_finish(serve_with):
+    """Two 400 KB chunked bodies sent side by side into a 300 KB budget: the older
+    one may always grow, finishes, is answered, and the other then gets its budget
+    (without that rule each would wait for the other until the body timeout)."""
+    conns = Connections(body_budget=300_000, chunked_step=64 * 1024)
+    port = serve_with(Echo(), conns)
+    with socket.create_connection(("127.0.0.1", port)) as one, \
+            socket.create_connection(("127.0.0.1", port)) as two:
+        for s in (one, two):
+            s.settimeout(10)
+        one.sendall(CHUNKED_HEAD % 1)
+        time.sleep(0.05)
+        two.sendall(CHUNKED_HEAD % 2)
+        piece = _chunk(b"p" * 40_000)
+
+        def feed(s):
+            try:
+                for _ in range(10):
+                    s.sendall(piece)
+                s.sendall(b"0\r\n\r\n")
+            except OSError:
+                pass
+        feeders = [threading.Thread(target=feed, args=(s,)) for s in (one, two)]
+        for t in feeders:
+            t.start()
+        assert _read_answers(one, 1) == [(200, b"/1|" + b"p" * 400_000)]
+        assert _read_answers(two, 1) == [(200, b"/2|" + b"p" * 400_000)]
+        for t in feeders:
+            t.join(10)
+    time.sleep(0.1)
+    assert (conns.reserved, len(conns.waiting), conns.growing) == (0, 0, [])
+
+
 def test_budget_is_all_given_back_when_heads_and_bodies_come_in_one_read(serve_budget):
     # A body that arrives in the same read as its head is parsed even when its
     # request had to wait for budget (pausing stops only later reads): it is then
