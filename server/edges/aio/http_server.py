@@ -91,16 +91,17 @@ class Connections:
     body bytes they may hold at once: each request reserves its announced length
     before its body is read (others wait, unread); a chunked body reserves
     ``chunked_step`` and then more as it arrives (doubling), so that slow uploads hold
-    little.  Of the chunked bodies being read, the one that started first may always
-    grow, so uploads that together exceed the budget finish one after another instead
-    of waiting on each other."""
+    little.  One chunked body at a time may overdraw the budget: the first that is
+    refused more while its bytes keep coming, until it is answered; so uploads that
+    together exceed the budget finish one after another instead of waiting on each
+    other, and the budget is exceeded by at most one body."""
     open: set = field(default_factory=set)
     stopping: bool = False        # answers say "Connection: close"; nothing new is read
     body_budget: int = BODY_BUDGET
     chunked_step: int = CHUNKED_STEP
     reserved: int = 0
     waiting: collections.deque = field(default_factory=collections.deque)
-    growing: list = field(default_factory=list)   # reading a chunked body, oldest first
+    overdraft: Optional["HttpConnection"] = None   # may reserve past the budget
 
     def reserve(self, n: int) -> bool:
         # With nothing reserved, any one request may go (none exceeds the limit).
@@ -117,33 +118,36 @@ class Connections:
                 self.waiting.popleft()
                 continue
             if not self.reserve(conn.wanted):
-                return
+                break
             self.waiting.popleft()
             conn.granted()
+        if self.overdraft is None:
+            # a body being read that waits for more may overdraw (wherever it waits)
+            for conn in self.waiting:
+                if conn.wanted and conn.chunked and not conn.stopped \
+                        and not conn.transport.is_closing():
+                    self.waiting.remove(conn)
+                    self.overdraft = conn
+                    self.reserved += conn.wanted
+                    conn.granted()
+                    break
 
     def grow(self, conn: "HttpConnection", n: int) -> bool:
-        """``n`` more bytes for ``conn``'s chunked body (always, for the oldest)."""
-        if self.growing and self.growing[0] is conn:
+        """``n`` more bytes for ``conn``'s chunked body: within the budget, or as the
+        one overdraft."""
+        if self.reserve(n):
+            return True
+        if self.overdraft is None or self.overdraft is conn:
+            self.overdraft = conn
             self.reserved += n
             return True
-        return self.reserve(n)
+        return False
 
-    def done_growing(self, conn: "HttpConnection") -> None:
-        """``conn``'s chunked body is complete or abandoned; the next oldest, if it
-        waits for more, gets it now."""
-        try:
-            self.growing.remove(conn)
-        except ValueError:
-            return
-        if self.growing:
-            first = self.growing[0]
-            if first.wanted and not first.stopped:
-                try:
-                    self.waiting.remove(first)
-                except ValueError:
-                    pass
-                self.reserved += first.wanted
-                first.granted()
+    def end_overdraft(self, conn: "HttpConnection") -> None:
+        """``conn`` holds no overdrawn body any more: another may overdraw."""
+        if self.overdraft is conn:
+            self.overdraft = None
+            self.release(0)
 
     def idle_close(self) -> None:
         self.stopping = True
@@ -218,6 +222,8 @@ class HttpConnection(asyncio.Protocol):
         self._unqueue()
         self.msg_reserved = 0
         self.ready.clear()     # the request being handled releases its own share
+        if not self.busy:      # (and then ends an overdraft it holds)
+            self.connections.end_overdraft(self)
 
     def _unqueue(self) -> None:
         if self.wanted:
@@ -244,8 +250,6 @@ class HttpConnection(asyncio.Protocol):
     def granted(self) -> None:
         """The budget this connection waited for is reserved: read its body."""
         self.msg_reserved, self.wanted = self.msg_reserved + self.wanted, 0
-        if self.chunked and self not in self.connections.growing:
-            self.connections.growing.append(self)
         if not self.stopped and not self.busy and not self.ready:
             if self.continue_due and self.in_message:
                 self.continue_due = False
@@ -402,8 +406,6 @@ class HttpConnection(asyncio.Protocol):
         if need:
             if self.connections.reserve(need):
                 self.msg_reserved = need
-                if chunked:                # grows in the order reservations began
-                    self.connections.growing.append(self)
             else:                          # wait, unread, for bodies to be answered
                 self.wanted = need
                 self.transport.pause_reading()
@@ -440,9 +442,8 @@ class HttpConnection(asyncio.Protocol):
             self.connections.waiting.append(self)
 
     def _stop_growing(self) -> None:
-        if self.chunked:
-            self.chunked = False
-            self.connections.done_growing(self)
+        """The body is read (or abandoned): it asks for no more budget."""
+        self.chunked = False
 
     def on_message_complete(self) -> None:
         self._stop_body_timer()
@@ -520,6 +521,8 @@ class HttpConnection(asyncio.Protocol):
                             b"Internal Server Error", close=True)
         finally:
             self._release(reserved)
+            if not self.msg_reserved:
+                self.connections.end_overdraft(self)
         ends = answer.close or not keep_alive or self.connections.stopping
         # a malformed request came after this one: its 400 follows this answer
         refusal = self.refusal if not ends and not self.ready else None

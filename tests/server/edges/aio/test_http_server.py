@@ -523,7 +523,7 @@ def test_a_chunked_body_reserves_as_it_arrives(serve_with):
         s.sendall(b"0\r\n\r\n")
         assert _read_answers(s, 1) == [(200, b"/1|" + b"a" * 10_000 + b"b" * 200_000)]
     time.sleep(0.1)
-    assert (conns.reserved, conns.growing) == (0, [])
+    assert (conns.reserved, conns.overdraft) == (0, None)
 
 
 def test_slow_chunked_uploads_do_not_hold_the_budget(serve_with):
@@ -548,37 +548,83 @@ def test_slow_chunked_uploads_do_not_hold_the_budget(serve_with):
             s.close()
 
 
-def test_chunked_uploads_larger_than_the_budget_together_all_finish(serve_with):
-    """Two 400 KB chunked bodies sent side by side into a 300 KB budget: the older
-    one may always grow, finishes, is answered, and the other then gets its budget
-    (without that rule each would wait for the other until the body timeout)."""
-    conns = Connections(body_budget=300_000, chunked_step=64 * 1024)
-    port = serve_with(Echo(), conns)
-    with socket.create_connection(("127.0.0.1", port)) as one, \
-            socket.create_connection(("127.0.0.1", port)) as two:
-        for s in (one, two):
-            s.settimeout(10)
-        one.sendall(CHUNKED_HEAD % 1)
-        time.sleep(0.05)
-        two.sendall(CHUNKED_HEAD % 2)
-        piece = _chunk(b"p" * 40_000)
+def _upload_side_by_side(port: int, n: int, pieces: int, idle=None) -> list:
+    """``n`` chunked uploads of ``pieces`` × 40 KB, fed at the same time; their answers."""
+    socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(n)]
+    piece = _chunk(b"p" * 40_000)
 
-        def feed(s):
-            try:
-                for _ in range(10):
-                    s.sendall(piece)
-                s.sendall(b"0\r\n\r\n")
-            except OSError:
-                pass
-        feeders = [threading.Thread(target=feed, args=(s,)) for s in (one, two)]
+    def feed(s, i):
+        try:
+            s.sendall(CHUNKED_HEAD % i)
+            for _ in range(pieces):
+                s.sendall(piece)
+                time.sleep(0.005)
+            s.sendall(b"0\r\n\r\n")
+        except OSError:
+            pass
+    feeders = [threading.Thread(target=feed, args=(s, i)) for i, s in enumerate(socks)]
+    try:
         for t in feeders:
             t.start()
-        assert _read_answers(one, 1) == [(200, b"/1|" + b"p" * 400_000)]
-        assert _read_answers(two, 1) == [(200, b"/2|" + b"p" * 400_000)]
+        answers = []
+        for s in socks:
+            s.settimeout(10)
+            answers += _read_answers(s, 1)
+        return answers
+    finally:
         for t in feeders:
             t.join(10)
+        for s in socks:
+            s.close()
+
+
+def test_chunked_uploads_larger_than_the_budget_together_all_finish(serve_with):
+    """Two 400 KB chunked bodies sent side by side into a 300 KB budget: one may
+    overdraw, finishes, is answered, and the other then goes on (without the
+    overdraft each would wait for the other until the body timeout)."""
+    conns = Connections(body_budget=300_000, chunked_step=64 * 1024)
+    port = serve_with(Echo(), conns)
+    answers = _upload_side_by_side(port, 2, 10)
+    assert answers == [(200, b"/%d|" % i + b"p" * 400_000) for i in range(2)]
     time.sleep(0.1)
-    assert (conns.reserved, len(conns.waiting), conns.growing) == (0, 0, [])
+    assert (conns.reserved, len(conns.waiting), conns.overdraft) == (0, 0, None)
+
+
+def test_only_one_body_overdraws_the_budget_at_a_time(serve_with):
+    """Five 400 KB uploads into a 300 KB budget with a slow handler: the budget is
+    exceeded by at most one body (the overdraft lasts until that body is answered)."""
+    conns = Connections(body_budget=300_000, chunked_step=64 * 1024)
+    port = serve_with(Echo(delay=0.5), conns)
+    peak, done = [0], threading.Event()
+
+    def watch():
+        while not done.is_set():
+            peak[0] = max(peak[0], conns.reserved)
+            time.sleep(0.002)
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        answers = _upload_side_by_side(port, 5, 10)
+    finally:
+        done.set()
+        watcher.join()
+    assert [a[0] for a in answers] == [200] * 5
+    # within the budget, plus one body (up to its doubled reservation: 512 KB)
+    assert peak[0] <= 300_000 + 512 * 1024, peak[0]
+
+
+def test_a_silent_chunked_upload_does_not_stall_the_others(serve_with):
+    """A client that began a chunked body and went quiet holds 64 KB and no
+    privilege: two active uploads larger than what is left finish at once."""
+    conns = Connections(body_budget=300_000, chunked_step=64 * 1024)
+    port = serve_with(Echo(), conns, body_timeout=20)
+    with socket.create_connection(("127.0.0.1", port)) as quiet:
+        quiet.sendall(CHUNKED_HEAD % 9 + _chunk(b"q" * 100))
+        time.sleep(0.1)
+        started = time.monotonic()
+        answers = _upload_side_by_side(port, 2, 8)
+        assert [a[0] for a in answers] == [200, 200]
+        assert time.monotonic() - started < 5          # not the quiet one's 20 s
 
 
 def test_budget_is_all_given_back_when_heads_and_bodies_come_in_one_read(serve_budget):
