@@ -398,7 +398,7 @@ class HttpConnection(asyncio.Protocol):
         if length is not None and int(length) > self.max_body:
             self._too_large(f"the message is {int(length)} bytes; the limit is "
                             f"{self.max_body}")
-        chunked = length is None and self.parser.get_method() != b"GET" \
+        chunked = length is None \
             and "chunked" in headers.get("transfer-encoding", "").lower()
         need = int(length) if length is not None else (
             min(self.connections.chunked_step, self.max_body) if chunked else 0)

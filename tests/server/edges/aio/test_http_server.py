@@ -526,6 +526,21 @@ def test_a_chunked_body_reserves_as_it_arrives(serve_with):
     assert (conns.reserved, conns.overdraft) == (0, None)
 
 
+def test_a_chunked_body_of_any_method_is_counted(serve_with):
+    conns = Connections(body_budget=10 * MB, chunked_step=64 * 1024)
+    port = serve_with(Echo(), conns)
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.settimeout(5)
+        s.sendall(b"GET /g HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  + _chunk(b"g" * 100_000))
+        time.sleep(0.1)
+        assert conns.reserved == 128 * 1024
+        s.sendall(b"0\r\n\r\n")
+        assert _read_answers(s, 1) == [(200, b"/g|" + b"g" * 100_000)]
+    time.sleep(0.1)
+    assert conns.reserved == 0
+
+
 def test_slow_chunked_uploads_do_not_hold_the_budget(serve_with):
     """Three clients trickling chunked bodies hold 64 KB each, so an 800 KB request
     in a 1 MB budget is read at once (each used to reserve the whole body limit)."""
