@@ -61,14 +61,16 @@ class PostgresLoopWriter(LoopQueue):
                 try:
                     async with asyncio.timeout(max(left, 0.0)):
                         await self._commit([e.record for e in batch])
-                except BaseException as exc:     # cancelled too: nobody is left hanging
+                except TimeoutError:
                     self._drop_connection()
-                    if isinstance(exc, TimeoutError):
-                        exc = self._timeout_error()
-                    self._failed(batch, exc if isinstance(exc, Exception) else
-                                 RuntimeError("the message log was closed"))
-                    if not isinstance(exc, Exception):
-                        raise
+                    self._failed(batch, self._timeout_error())
+                except Exception as exc:
+                    self._drop_connection()
+                    self._failed(batch, exc)
+                except BaseException:            # cancelled: nobody is left hanging
+                    self._drop_connection()
+                    self._failed(batch, RuntimeError("the message log was closed"))
+                    raise
                 else:
                     self._succeeded(batch)
         finally:

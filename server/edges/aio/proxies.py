@@ -86,7 +86,7 @@ class LogWaits:
                     raise XRoadError(MLOG_FAILED, "message log did not commit the record "
                                                   f"within {COMMIT_TIMEOUT:.0f} s")
             for future in futures:
-                error = await future if not future.done() else future.result()
+                error = await future      # (a done future does not suspend)
                 if error is not None:
                     raise XRoadError(MLOG_FAILED, error)
         return result
