@@ -22,9 +22,10 @@ from typing import Optional
 from lxml import etree
 
 from ..conf.model import SecurityServer
+from . import content_type as content_type_mod
 from . import detached, errors, exchange, mime, signing
-from .envelope import (Envelope, check_soap_action, envelope_from_parts, parse_envelope,
-                       plain_utf8, serialize)
+from .envelope import (Envelope, check_soap_action, document_charset, envelope_from_parts,
+                       parse_envelope, serialize)
 from .errors import XRoadError
 from .side import Side
 from .tags import in_namespace
@@ -49,20 +50,14 @@ class PendingExchange:
 
 
 def check_content_type(content_type: Optional[str]) -> None:
-    media = (content_type or "").split(";")[0].strip().lower()
-    if media in ("text/xml", "application/xml", "application/soap+xml"):
-        if media == "application/soap+xml":
-            raise XRoadError(errors.INVALID_CONTENT_TYPE,
-                             "application/soap+xml is SOAP 1.2; send SOAP 1.1 as text/xml")
-        return
-    if media.startswith("multipart/"):
-        raise XRoadError(errors.INVALID_CONTENT_TYPE,
-                         f"{media} is not accepted here: send a SOAP message as text/xml, "
-                         "or one with attachments as multipart/related (not on legacy "
-                         "alias paths)")
-    raise XRoadError(errors.INVALID_CONTENT_TYPE,
-                     f"Content-Type {content_type or '(none)'!r} is not a SOAP 1.1 message: "
-                     "POST the X-Road request as text/xml; charset=utf-8")
+    content_type_mod.soap_request(content_type)
+
+
+def written_content_type(soap: bytes, content_type: Optional[str]) -> str:
+    """The Content-Type tunduk sends with the plain SOAP message ``soap`` received as
+    ``content_type``: text/xml and the charset it was read in, never the sender's
+    string."""
+    return f"text/xml; charset={document_charset(soap, content_type)}"
 
 
 class ClientSide(Side):
@@ -92,13 +87,13 @@ class ClientSide(Side):
                              "write those; remove it")
         digest = exchange.request_hash(soap)
         if msg is None:
-            signed, signed_type = soap, soap_type or SIGNED_CONTENT_TYPE
+            signed, signed_type = soap, written_content_type(soap, soap_type)
             body, ctype = soap, signed_type
         else:
             exchange.add_attachment_digests(env.header, msg.attachments)
             signed = serialize(env.root)
             # signed as the provider will read it: the root part's own Content-Type
-            body, ctype, signed_type = mime.replace_root_utf8(msg, signed)
+            body, ctype, signed_type = mime.replace_root(msg, signed)
         signature = detached.sign_message(signed, signed_type, self.signer,
                                           request_hash=digest)
         # The log keeps the signed SOAP part; it names the attachments' digests.
@@ -167,14 +162,13 @@ class ClientSide(Side):
                   cert_der=verified.cert_der, service=str(service),
                   content_type=soap_type, signature=signature)
         if msg is None:
-            if plain_utf8(soap, soap_type):    # the provider's bytes, unchanged
-                pending.response_content_type = soap_type
+            pending.response_content_type = SIGNED_CONTENT_TYPE
+            if document_charset(soap, soap_type) == "utf-8":   # the provider's bytes
                 return soap
             # another charset: the client gets what tunduk read and checked, in UTF-8
-            pending.response_content_type = SIGNED_CONTENT_TYPE
             return serialize(root)
         exchange.remove_attachment_digests(header)
-        out, pending.response_content_type = mime.replace_root(msg, serialize(root))
+        out, pending.response_content_type, _ = mime.replace_root(msg, serialize(root))
         return out
 
     @staticmethod

@@ -13,7 +13,9 @@ from typing import Optional
 
 from lxml import etree
 
+from . import content_type as content_type_mod
 from . import errors
+from .errors import XRoadError
 from .identifiers import (XROAD_NS, ClientId, ServiceId, client_from_xml, service_from_xml,
                           text_value)
 
@@ -53,49 +55,89 @@ def _parser(encoding: Optional[str]) -> etree.XMLParser:
     return parser
 
 
-_XML_DECL_ENCODING = re.compile(
-    rb"\A(?:\xef\xbb\xbf)?<\?xml[^>]*?\sencoding\s*=\s*[\"']([A-Za-z0-9._-]*)[\"']")
+# An XML declaration (XML 1.0 section 2.8), strictly: anything else that starts like
+# one is refused rather than left to each parser's own reading.
+_XML_DECL = re.compile(
+    r"<\?xml[ \t\r\n]+version[ \t\r\n]*=[ \t\r\n]*([\"'])1\.[0-9]+\1"
+    r"(?:[ \t\r\n]+encoding[ \t\r\n]*=[ \t\r\n]*([\"'])([A-Za-z][A-Za-z0-9._-]*)\2)?"
+    r"(?:[ \t\r\n]+standalone[ \t\r\n]*=[ \t\r\n]*([\"'])(?:yes|no)\4)?"
+    r"[ \t\r\n]*\?>")
+_DECL_START = re.compile(r"<\?xml[ \t\r\n?]")
+_BOMS = ((b"\x00\x00\xfe\xff", None), (b"\xff\xfe\x00\x00", None),
+         (b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+
+
+def document_charset(data: bytes, content_type: Optional[str]) -> str:
+    """The charset ``data`` is read in, when every source that names one agrees.
+
+    The Content-Type's charset (RFC 7303), a byte order mark and the XML declaration
+    may each name one; a parser that sees only the bytes follows the last two, one
+    that is given the header follows the first.  If they name different charsets the
+    same bytes are two messages, so that is refused (InvalidContentType), as are
+    charsets outside core/content_type.py's list and UTF-16/32 without a byte order
+    mark.  Nothing named: UTF-8.
+    """
+    header = content_type_mod.parse(content_type).charset if content_type else None
+    named = []
+    if header is not None:
+        named.append(("the Content-Type", header))
+    bom = None
+    for mark, name in _BOMS:
+        if data.startswith(mark):
+            if name is None:
+                raise XRoadError(errors.INVALID_CONTENT_TYPE,
+                                 "the message is UTF-32: send it in UTF-8")
+            bom = name
+            named.append(("the byte order mark", name))
+            break
+    if bom == "utf-16":
+        chunk = data[2:514]
+        head = chunk[:len(chunk) // 2 * 2].decode(
+            "utf-16-le" if data[:2] == b"\xff\xfe" else "utf-16-be", "replace")
+    else:
+        if bom is None and data[:4].count(0):
+            raise XRoadError(errors.INVALID_CONTENT_TYPE,
+                             "the message looks like UTF-16 or UTF-32 without a byte "
+                             "order mark: send it in UTF-8")
+        head = data[3 if bom else 0:512].decode("latin-1")
+    declared = _declared_encoding(head)
+    if declared is not None:
+        named.append(("the XML declaration",
+                      content_type_mod.charset_name(declared, "the XML declaration")))
+    names = {name for _, name in named}
+    if len(names) > 1:
+        said = "; ".join(f"{where} says {name}" for where, name in named)
+        raise XRoadError(errors.INVALID_CONTENT_TYPE,
+                         f"the message's charset is ambiguous ({said}): they must agree")
+    return names.pop() if names else "utf-8"
+
+
+def _declared_encoding(head: str) -> Optional[str]:
+    if not head.startswith("<?xml"):
+        return None
+    m = _XML_DECL.match(head)
+    if m is None:
+        if _DECL_START.match(head):
+            raise XRoadError(errors.INVALID_XML,
+                             "the XML declaration is malformed: write it as "
+                             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>")
+        return None
+    return m.group(3)
 
 
 def plain_utf8(data: bytes, content_type: Optional[str]) -> bool:
-    """Whether every XML parser reads ``data`` the way tunduk did: UTF-8 by the
-    Content-Type (or none) and by the XML declaration (or none), no UTF-16/32 mark.
-
-    A parser that reads the bytes on its own follows the declaration, tunduk follows the
-    Content-Type (RFC 7303); when they disagree (e.g. charset=utf-8 with encoding
-    "UTF-7"), the same bytes can carry two different messages.
-    """
-    if charset_of(content_type) not in (None, "utf-8", "utf8"):
-        return False
-    if data[:2] in (b"\xff\xfe", b"\xfe\xff") or data[:4] == b"\x00\x00\xfe\xff":
-        return False
-    m = _XML_DECL_ENCODING.match(data)
-    return m is None or m.group(1).lower() in (b"utf-8", b"utf8")
-
-
-def charset_of(content_type: Optional[str]) -> Optional[str]:
-    """The charset parameter of a Content-Type, lower-cased, or None."""
-    if not content_type:
-        return None
-    for param in content_type.split(";")[1:]:
-        name, _, value = param.partition("=")
-        if name.strip().lower() == "charset":
-            return value.strip().strip('"').lower() or None
-    return None
+    """Whether ``data`` is read as UTF-8 (by every parser: see document_charset)."""
+    return document_charset(data, content_type) == "utf-8"
 
 
 def parse_xml(data: bytes, content_type: Optional[str] = None) -> etree._Element:
-    """Parse bytes with the hardened parser; DOCTYPEs are refused outright.
-
-    A charset in the Content-Type is authoritative (RFC 7303), even ``utf-8``: bytes
-    that are not in it are refused, whatever the XML declaration says.  Without one,
-    a UTF-8 BOM or the XML declaration decides, and UTF-8 is the default.
-    """
-    charset = charset_of(content_type)
-    if charset == "utf8":
-        charset = "utf-8"
+    """Parse bytes with the hardened parser, in the charset of document_charset();
+    DOCTYPEs are refused outright."""
+    charset = document_charset(data, content_type)
     if data.startswith(b"\xef\xbb\xbf"):
-        data, charset = data[3:], None
+        data = data[3:]
+    elif charset == "utf-16":
+        charset = None      # libxml2 reads the byte order mark (the override is LE only)
     try:
         root = etree.fromstring(data, _parser(charset))
     except etree.XMLSyntaxError as exc:

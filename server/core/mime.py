@@ -14,13 +14,19 @@ import uuid
 from dataclasses import dataclass
 from typing import Optional
 
+from . import content_type as content_type_mod
 from . import errors
 from .errors import XRoadError
 
 MULTIPART_RELATED = "multipart/related"
 ROOT_MEDIA_TYPES = ("text/xml", "application/xop+xml")
 _ROOT_ENCODINGS = ("7bit", "8bit", "binary")
-_TOKEN = re.compile(r'\s*([^=;\s]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
+#: multipart/related parameters (RFC 2387) that tunduk reads and writes; others are
+#: dropped, since what leaves the server is written from what was parsed
+_RELATED_PARAMS = ("type", "start", "start-info")
+#: part headers read here: a part that has one of them twice is refused (parsers
+#: disagree on which one counts)
+_SINGLE_HEADERS = ("content-type", "content-id", "content-transfer-encoding")
 
 
 def media_type(content_type: Optional[str]) -> str:
@@ -33,35 +39,9 @@ def is_multipart_related(content_type: Optional[str]) -> bool:
 
 
 def content_type_params(content_type: Optional[str]) -> dict[str, str]:
-    """Parameters of a Content-Type (names lower-cased, quotes removed)."""
-    params: dict[str, str] = {}
-    rest = (content_type or "").partition(";")[2]
-    pos = 0
-    while pos < len(rest):
-        m = _TOKEN.match(rest, pos)
-        if m is None:
-            nxt = rest.find(";", pos)
-            if nxt < 0:
-                break
-            pos = nxt + 1
-            continue
-        name, value = m.group(1).lower(), m.group(2).strip()
-        if value.startswith('"') and value.endswith('"') and len(value) >= 2:
-            value = re.sub(r"\\(.)", r"\1", value[1:-1])
-        params.setdefault(name, value)
-        pos = m.end()
-        while pos < len(rest) and rest[pos] in " \t":
-            pos += 1
-        if pos < len(rest) and rest[pos] == ";":
-            pos += 1
-    return params
-
-
-def with_boundary(content_type: str, boundary: str) -> str:
-    """``content_type`` with its boundary parameter replaced (other parameters kept)."""
-    pattern = re.compile(r'(;\s*boundary\s*=\s*)("(?:[^"\\]|\\.)*"|[^;]*)', re.IGNORECASE)
-    new, n = pattern.subn(lambda m: f'{m.group(1)}"{boundary}"', content_type, count=1)
-    return new if n else f'{content_type}; boundary="{boundary}"'
+    """Parameters of a Content-Type (names lower-cased, quotes removed), read strictly
+    (core/content_type.py)."""
+    return dict(content_type_mod.parse(content_type).params)
 
 
 def normalise_cid(value: Optional[str]) -> Optional[str]:
@@ -92,19 +72,28 @@ class Part:
         return self.raw[self.header_end:]
 
     def header(self, name: str) -> Optional[str]:
-        """The (unfolded) value of the first header ``name``, or None."""
+        """The (unfolded) value of header ``name``, or None; InvalidMessage if one of
+        the headers read here (Content-Type, Content-ID, Content-Transfer-Encoding)
+        is there twice."""
         wanted = name.lower().encode("ascii")
         lines = re.split(rb"\r?\n", self.header_block)
+        found = None
         for i, line in enumerate(lines):
             key, sep, value = line.partition(b":")
             if sep and key.strip().lower() == wanted:
+                if found is not None:
+                    raise XRoadError(errors.INVALID_MESSAGE,
+                                     f"a MIME part of the multipart/related message has "
+                                     f"{name} twice: send each part header once")
                 for cont in lines[i + 1:]:
                     if cont[:1] in (b" ", b"\t"):
                         value += b" " + cont.strip()
                     else:
                         break
-                return value.strip().decode("latin-1")
-        return None
+                found = value.strip().decode("latin-1")
+                if wanted.decode() not in _SINGLE_HEADERS:
+                    break
+        return found
 
     @property
     def content_type(self) -> Optional[str]:
@@ -136,12 +125,13 @@ def _part_from_raw(raw: bytes) -> Part:
 
 @dataclass(frozen=True)
 class Multipart:
-    """A split multipart/related message."""
+    """A split multipart/related message; ``params`` are the multipart/related
+    parameters tunduk read (type, start, start-info) and writes again."""
 
-    content_type: str
     boundary: str
     parts: tuple[Part, ...]
     root_index: int
+    params: tuple[tuple[str, str], ...] = ()
 
     @property
     def root(self) -> Part:
@@ -152,8 +142,28 @@ class Multipart:
         """Every part but the root, in message order."""
         return self.parts[:self.root_index] + self.parts[self.root_index + 1:]
 
+    @property
+    def content_type(self) -> str:
+        """The message's Content-Type as tunduk writes it (never the sender's string)."""
+        return self.content_type_with(self.boundary)
+
+    def content_type_with(self, boundary: str) -> str:
+        params = {name.replace("-", "_"): value for name, value in self.params}
+        return content_type_mod.ContentType(MULTIPART_RELATED).header(
+            **params, boundary=boundary)
+
     def root_content_type(self) -> str:
-        return self.root.content_type or "text/xml"
+        """The root part's Content-Type as tunduk writes it: media type, charset and
+        (MTOM) type, from the part's header as split() checked it."""
+        return root_content_type(self.root)
+
+
+def root_content_type(part: Part, charset: Optional[str] = None) -> str:
+    """Content-Type of a root part as tunduk writes it; ``charset`` replaces the part's
+    own (None: the part's, if it names one)."""
+    ct = content_type_mod.parse(part.content_type or "text/xml",
+                                "Content-Type of the SOAP part")
+    return ct.header(charset=charset or ct.charset, type=ct.params.get("type"))
 
 
 def _delimiters(boundary: bytes) -> re.Pattern:
@@ -173,7 +183,7 @@ def split(body: bytes, content_type: Optional[str]) -> Multipart:
     if not is_multipart_related(ct):
         raise XRoadError(errors.INVALID_CONTENT_TYPE,
                          f"Content-Type {ct or '(none)'!r} is not multipart/related")
-    params = content_type_params(ct)
+    params = content_type_mod.parse(ct).params
     boundary = params.get("boundary", "")
     if not boundary or len(boundary) > 70:
         raise XRoadError(errors.INVALID_CONTENT_TYPE,
@@ -205,9 +215,11 @@ def split(body: bytes, content_type: Optional[str]) -> Multipart:
                          f"--{boundary}--: the message is truncated or malformed")
     if not parts:
         raise XRoadError(errors.INVALID_MESSAGE, "the multipart/related body has no parts")
+    _check_content_ids(parts)
     root_index = _root_index(parts, params.get("start"))
     root = parts[root_index]
-    root_type = media_type(root.content_type or "text/xml")
+    root_type = content_type_mod.parse(root.content_type or "text/xml",
+                                       "Content-Type of the SOAP part").media_type
     if root_type not in ROOT_MEDIA_TYPES:
         raise XRoadError(errors.INVALID_CONTENT_TYPE,
                          f"the root part of the multipart/related message is {root_type}; "
@@ -218,7 +230,19 @@ def split(body: bytes, content_type: Optional[str]) -> Multipart:
         raise XRoadError(errors.INVALID_CONTENT_TYPE,
                          f"the SOAP part has Content-Transfer-Encoding {encoding}; send it "
                          "as 8bit")
-    return Multipart(ct, boundary, tuple(parts), root_index)
+    related = tuple((name, params[name]) for name in _RELATED_PARAMS if name in params)
+    return Multipart(boundary, tuple(parts), root_index, related)
+
+
+def _check_content_ids(parts: list[Part]) -> None:
+    seen = set()
+    for part in parts:
+        cid = part.content_id
+        if cid is not None and cid in seen:
+            raise XRoadError(errors.INVALID_MESSAGE,
+                             f"two parts of the multipart/related message have Content-ID "
+                             f"<{cid}>: each part needs its own")
+        seen.add(cid)
 
 
 def _root_index(parts: list[Part], start: Optional[str]) -> int:
@@ -250,50 +274,30 @@ def _collides(parts, boundary: str) -> bool:
     return any(pattern.search(p.raw) for p in parts)
 
 
-def replace_root(msg: Multipart, content: bytes,
-                 header_block: Optional[bytes] = None) -> tuple[bytes, str]:
-    """Body and Content-Type of ``msg`` with the root part's content replaced.
+def replace_root(msg: Multipart, content: bytes) -> tuple[bytes, str, str]:
+    """(body, Content-Type, root part Content-Type) of ``msg`` with the root part's
+    content replaced by ``content``, a UTF-8 serialisation.
 
-    The root keeps its header block unless ``header_block`` is given; the other parts
-    are written back byte for byte.  The boundary (and so the Content-Type) is kept
-    unless the new content happens to contain a delimiter line; then a fresh one is used.
+    The root part gets a header block written here (:func:`root_header_block`); the
+    other parts are written back byte for byte.  The boundary is kept unless the new
+    content happens to contain a delimiter line; then a fresh one is used.
     """
-    root = make_part(msg.root.header_block if header_block is None else header_block,
-                     content)
+    root = make_part(root_header_block(msg.root), content)
     parts = list(msg.parts)
     parts[msg.root_index] = root
-    boundary, content_type = msg.boundary, msg.content_type
+    boundary = msg.boundary
     if _collides(parts, boundary):
         boundary = f"tunduk-{uuid.uuid4().hex}"
-        content_type = with_boundary(content_type, boundary)
-    return join(parts, boundary), content_type
+    return join(parts, boundary), msg.content_type_with(boundary), \
+        root_content_type(root)
 
 
-def replace_root_utf8(msg: Multipart, content: bytes) -> tuple[bytes, str, str]:
-    """``replace_root`` with a re-serialised (UTF-8) root, plus the root part's own
-    Content-Type as the receiver's ``split`` reads it (what a signature over the root
-    part names), without splitting the new body again."""
-    block = utf8_root_header_block(msg.root)
-    body, content_type = replace_root(msg, content, block)
-    root = make_part(msg.root.header_block if block is None else block, b"")
-    return body, content_type, root.content_type or "text/xml"
-
-
-def utf8_root_header_block(part: Part) -> Optional[bytes]:
-    """A header block for a re-serialised (UTF-8) root part, or None to keep the original.
-
-    The security server writes every SOAP envelope in UTF-8; a root part that declared
-    another charset gets fresh headers (same media type, ``type`` and Content-ID).
-    """
-    ctype = part.content_type or "text/xml"
-    params = content_type_params(ctype)
-    if params.get("charset", "utf-8").lower() in ("utf-8", "utf8"):
-        return None
-    value = f"{media_type(ctype)}; charset=UTF-8"
-    if "type" in params:
-        value += f'; type="{params["type"]}"'
-    lines = [f"Content-Type: {value}", "Content-Transfer-Encoding: 8bit"]
-    cid = part.header("Content-ID")
+def root_header_block(part: Part) -> bytes:
+    """The header block tunduk writes for a root part holding a UTF-8 serialisation:
+    same media type, ``type`` and Content-ID, charset UTF-8, nothing else."""
+    lines = [f"Content-Type: {root_content_type(part, 'utf-8')}",
+             "Content-Transfer-Encoding: 8bit"]
+    cid = part.content_id
     if cid is not None:
-        lines.append(f"Content-ID: {cid}")
+        lines.append(f"Content-ID: <{cid}>")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")

@@ -28,9 +28,10 @@ from typing import Optional
 from lxml import etree
 
 from ..conf.model import LocalService
+from . import content_type as content_type_mod
 from . import access, detached, errors, exchange, getwsdl, metaservices, mime, signing
-from .envelope import (HEADER, REQUEST_HASH, Envelope, XRoadHeaders, envelope_from_parts,
-                       parse_envelope, plain_utf8, read_xroad_headers, serialize)
+from .envelope import (HEADER, REQUEST_HASH, Envelope, XRoadHeaders, document_charset,
+                       envelope_from_parts, parse_envelope, read_xroad_headers, serialize)
 from .errors import XRoadError
 from .identifiers import XROAD_NS, ServiceId
 from .side import Side
@@ -64,6 +65,8 @@ class ServerSide(Side):
         if mime.is_multipart_related(content_type):
             msg = mime.split(raw, content_type)
             soap, soap_type = msg.root.content, msg.root_content_type()
+        else:
+            content_type_mod.soap_request(content_type)
         env = parse_envelope(soap, soap_type, request=True)
         self.check_peer(env, peer_cert_der)
         verified = detached.verify_message(soap, soap_type, signature, self.trust)
@@ -93,15 +96,14 @@ class ServerSide(Side):
                   cert_der=verified.cert_der, content_type=soap_type,
                   signature=signature)
         if msg is None:
-            if plain_utf8(soap, soap_type):   # the client's bytes, unchanged
-                return AcceptedRequest(env, service, verified.request_hash, raw, meta,
-                                       backend_content_type=soap_type or BACKEND_CONTENT_TYPE)
+            if document_charset(soap, soap_type) == "utf-8":   # the client's bytes
+                return AcceptedRequest(env, service, verified.request_hash, raw, meta)
             # Another charset: the backend gets the message as tunduk read it, in UTF-8,
             # so that it cannot read other content than was checked.
             return AcceptedRequest(env, service, verified.request_hash,
                                    serialize(env.root), meta)
         exchange.remove_attachment_digests(env.header)
-        body, ctype = mime.replace_root(msg, serialize(env.root))
+        body, ctype, _ = mime.replace_root(msg, serialize(env.root))
         return AcceptedRequest(env, service, verified.request_hash, body, meta,
                                backend_content_type=ctype)
 
@@ -209,8 +211,7 @@ class ServerSide(Side):
             out, signed_type = signed, BACKEND_CONTENT_TYPE
             accepted.response_content_type = signed_type
         else:
-            out, accepted.response_content_type, signed_type = mime.replace_root_utf8(
-                msg, signed)
+            out, accepted.response_content_type, signed_type = mime.replace_root(msg, signed)
         signature = detached.sign_message(signed, signed_type, self.signer)
         self.keep(env, signed, direction="response", side="server",
                   cert_der=self.signer.cert_der,

@@ -44,16 +44,62 @@ def test_element_inside_a_value_is_refused():
     assert exc.value.code == errors.INVALID_MESSAGE
 
 
-def test_content_type_charset_is_authoritative():
+def test_charset_named_by_the_content_type_or_the_declaration():
     text = make(issue="Заявка").replace('encoding="UTF-8"', 'encoding="windows-1251"')
     assert parse_envelope(text.encode("cp1251"), "text/xml; charset=windows-1251") \
         .xroad.issue == "Заявка"
     # No charset parameter: the XML declaration decides.
     assert parse_envelope(text.encode("cp1251"), "text/xml").xroad.issue == "Заявка"
-    # charset=utf-8 stated: other bytes are refused, whatever the declaration says.
+    # No declaration: the Content-Type decides.
+    bare = make(issue="Заявка").split("?>", 1)[1]
+    assert parse_envelope(bare.encode("cp1251"), "text/xml; charset=cp1251") \
+        .xroad.issue == "Заявка"
+    # charset=utf-8 stated: other bytes are refused.
     with pytest.raises(XRoadError) as exc:
-        parse_envelope(make(issue="Заявка").encode("utf-16-le"), "text/xml; charset=utf-8")
+        parse_envelope(bare.encode("cp1251"), "text/xml; charset=utf-8")
     assert exc.value.code == errors.INVALID_XML
+
+
+@pytest.mark.parametrize("data,ctype,words", [
+    # the header and the declaration name two charsets: two messages in one
+    (make().replace('encoding="UTF-8"', 'encoding="windows-1251"').encode(),
+     "text/xml; charset=utf-8", "the XML declaration says windows-1251"),
+    (b"\xef\xbb\xbf" + make().encode(), "text/xml; charset=iso-8859-1",
+     "the byte order mark says utf-8"),
+    (("\ufeff" + make().replace('encoding="UTF-8"', 'encoding="UTF-16"')).encode("utf-16-le"),
+     "text/xml; charset=utf-8", "the byte order mark says utf-16"),
+    (make().replace('encoding="UTF-8"', 'encoding="UTF-7"').encode(), "text/xml",
+     "charset 'UTF-7'"),
+    (make().encode(), "text/xml; charset=utf-7", "charset 'utf-7'"),
+    (make().encode(), "text/xml; charset=ebcdic-cp-us", "charset 'ebcdic-cp-us'"),
+    (make().encode(), "text/xml; charset=no-such-charset", "charset 'no-such-charset'"),
+    (make().encode("utf-16-le"), "text/xml", "without a byte order mark"),
+    (b"\x00\x00\xfe\xff" + make().encode("utf-32-be"), "text/xml", "UTF-32"),
+    (make().encode(), "text/xml; charset=utf-8; charset=utf-8", "more than once"),
+])
+def test_ambiguous_charset_is_refused(data, ctype, words):
+    with pytest.raises(XRoadError) as exc:
+        parse_envelope(data, ctype)
+    assert exc.value.code == errors.INVALID_CONTENT_TYPE
+    assert words in exc.value.message
+
+
+def test_utf16_with_a_byte_order_mark_and_agreeing_declaration():
+    text = "\ufeff" + make(issue="Заявка").replace('encoding="UTF-8"', 'encoding="UTF-16"')
+    for ctype in ("text/xml", "text/xml; charset=UTF-16"):
+        assert parse_envelope(text.encode("utf-16-be"), ctype).xroad.issue == "Заявка"
+
+
+@pytest.mark.parametrize("decl", [
+    b'<?xml version="1.0" standalone="yes" encoding="utf-7"?>',
+    b'<?xml encoding="utf-8" version="1.0"?>',
+    b"<?xml version='1.0' encoding=\"UTF-8'?>",
+])
+def test_malformed_xml_declaration_is_refused(decl):
+    with pytest.raises(XRoadError) as exc:
+        parse_envelope(decl + make().split("?>", 1)[1].encode(), "text/xml")
+    assert exc.value.code == errors.INVALID_XML
+    assert "XML declaration is malformed" in exc.value.message
 
 
 def test_utf8_bom_is_accepted():

@@ -56,20 +56,24 @@ def test_join_of_split_parts_is_the_body_without_preamble_and_epilogue():
     assert [p.raw for p in again.parts] == [p.raw for p in msg.parts]
 
 
-def test_replace_root_keeps_attachments_and_content_type():
-    msg = mime.split(swa_body(), CT)
-    body, ctype = mime.replace_root(msg, b"<new/>")
-    assert ctype == CT
+def test_replace_root_keeps_attachments_and_writes_its_own_content_type():
+    msg = mime.split(swa_body(), CT + "; x-unknown=1")
+    body, ctype, root_type = mime.replace_root(msg, b"<new/>")
+    assert ctype == ('multipart/related; type="text/xml"; start="<soap@example.org>"; '
+                     'boundary="MIME_b0undary"')
     out = mime.split(body, ctype)
     assert out.root.content == b"<new/>"
-    assert out.root.header_block == msg.root.header_block
+    assert out.root.header_block == (b"Content-Type: text/xml; charset=utf-8\r\n"
+                                     b"Content-Transfer-Encoding: 8bit\r\n"
+                                     b"Content-ID: <soap@example.org>\r\n\r\n")
+    assert root_type == out.root_content_type() == "text/xml; charset=utf-8"
     assert [p.raw for p in out.attachments] == [p.raw for p in msg.attachments]
 
 
 def test_replace_root_changes_boundary_only_on_collision():
     msg = mime.split(swa_body(), CT)
-    body, ctype = mime.replace_root(msg, b"<a>\r\n--MIME_b0undary</a>")
-    assert ctype != CT and 'type="text/xml"' in ctype and "start=" in ctype
+    body, ctype, _ = mime.replace_root(msg, b"<a>\r\n--MIME_b0undary</a>")
+    assert "MIME_b0undary" not in ctype and 'type="text/xml"' in ctype and "start=" in ctype
     out = mime.split(body, ctype)
     assert out.root.content == b"<a>\r\n--MIME_b0undary</a>"
     assert [p.raw for p in out.attachments] == [p.raw for p in msg.attachments]
@@ -97,26 +101,57 @@ def test_mtom_root_and_parameters():
     assert msg.attachments == ()
 
 
-def test_utf8_root_header_block_only_for_other_charsets():
-    msg = mime.split(swa_body(), CT)
-    assert mime.utf8_root_header_block(msg.root) is None
+def test_root_header_block_is_written_fresh():
     latin = mime.make_part(b"Content-Type: text/xml; charset=ISO-8859-1\r\n"
-                           b"Content-ID: <r>\r\n\r\n", b"<x/>")
-    assert mime.utf8_root_header_block(latin) == (
-        b"Content-Type: text/xml; charset=UTF-8\r\nContent-Transfer-Encoding: 8bit\r\n"
+                           b"X-Other: dropped\r\nContent-ID: <r>\r\n\r\n", b"<x/>")
+    assert mime.root_header_block(latin) == (
+        b"Content-Type: text/xml; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n"
         b"Content-ID: <r>\r\n\r\n")
 
 
 @pytest.mark.parametrize("root_charset", [b"UTF-8", b"ISO-8859-1"])
-def test_replace_root_utf8_names_the_root_type_the_receiver_reads(root_charset):
+def test_replace_root_names_the_root_type_the_receiver_reads(root_charset):
     body = swa_body().replace(b"charset=UTF-8", b"charset=" + root_charset, 1)
     msg = mime.split(body, CT)
     assert msg.root.content_type.endswith(root_charset.decode())
-    out, ctype, root_type = mime.replace_root_utf8(msg, SOAP_PART)
+    out, ctype, root_type = mime.replace_root(msg, SOAP_PART)
     again = mime.split(out, ctype)
     assert root_type == again.root_content_type()
     assert "ISO-8859-1" not in root_type
     assert again.root.content == SOAP_PART and again.attachments == msg.attachments
+
+
+ROOT = b"Content-Type: text/xml\r\nContent-ID: <r>\r\n\r\n<x/>"
+
+
+@pytest.mark.parametrize("body,ctype,code,words", [
+    # parameters a parser could read differently
+    (b"--b\r\n" + ROOT + b"\r\n--b--", "multipart/related; boundary=b; boundary=c",
+     errors.INVALID_CONTENT_TYPE, "boundary is given more than once"),
+    (b"--b\r\n" + ROOT + b"\r\n--b--",
+     'multipart/related; boundary=b; start="<r>"; START="<a>"',
+     errors.INVALID_CONTENT_TYPE, "start is given more than once"),
+    (b"--b\r\n" + ROOT + b"\r\n--b--", 'multipart/related; boundary=b; type*=x',
+     errors.INVALID_CONTENT_TYPE, "RFC 2231"),
+    (b"--b\r\n" + ROOT + b"\r\n--b--", 'multipart/related; boundary="b\\"',
+     errors.INVALID_CONTENT_TYPE, "backslash"),
+    # part headers a parser could read differently
+    (b"--b\r\nContent-Type: text/xml\r\nContent-Type: text/plain\r\n\r\n<x/>\r\n--b--",
+     "multipart/related; boundary=b", errors.INVALID_MESSAGE, "Content-Type twice"),
+    (b"--b\r\nContent-Type: text/xml; charset=utf-8; charset=utf-7\r\n\r\n<x/>\r\n--b--",
+     "multipart/related; boundary=b", errors.INVALID_CONTENT_TYPE, "more than once"),
+    (b"--b\r\n" + ROOT + b"\r\n--b\r\nContent-ID: <r>\r\n\r\nother\r\n--b--",
+     'multipart/related; boundary=b; start="<r>"', errors.INVALID_MESSAGE,
+     "two parts of the multipart/related message have Content-ID <r>"),
+    (b"--b\r\nContent-ID: <a>\r\nContent-ID: <r>\r\n\r\n<x/>\r\n--b--",
+     'multipart/related; boundary=b; start="<r>"', errors.INVALID_MESSAGE,
+     "Content-ID twice"),
+])
+def test_ambiguous_multipart_is_refused(body, ctype, code, words):
+    with pytest.raises(XRoadError) as exc:
+        mime.split(body, ctype)
+    assert exc.value.code == code
+    assert words in exc.value.message
 
 
 @pytest.mark.parametrize("body,ctype,code,words", [
@@ -150,8 +185,3 @@ def test_boundary_prefix_inside_content_is_not_a_delimiter():
     body = (b"--b\r\nContent-Type: text/xml\r\n\r\n<x/>\r\n--bb\r\n--b-x\r\n--b--")
     msg = mime.split(body, "multipart/related; boundary=b")
     assert msg.root.content == b"<x/>\r\n--bb\r\n--b-x"
-
-
-def test_with_boundary_replaces_only_the_boundary():
-    assert mime.with_boundary('multipart/related; boundary="a"; type="text/xml"', "z") == \
-        'multipart/related; boundary="z"; type="text/xml"'

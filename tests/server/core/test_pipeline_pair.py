@@ -147,35 +147,94 @@ def _utf7(text: str) -> str:
     return "+" + base64.b64encode(text.encode("utf-16-be")).decode().rstrip("=") + "-"
 
 
-@pytest.mark.parametrize("declaration,content_type", [
-    ("", "text/xml; charset=utf-7"),                                   # UTF-8 by default
-    ('<?xml version="1.0" encoding="UTF-7"?>', "text/xml; charset=utf-8"),
-])
-def test_backend_reads_what_tunduk_checked_whatever_the_charset(pair, declaration,
-                                                                content_type):
-    """A message whose bytes read differently as UTF-7 and as UTF-8 (a polyglot): tunduk
-    reads it by the Content-Type, a backend parsing the bytes by their declaration or
-    default; the backend must not get bytes it could read as another operation."""
+def _polyglot(declaration: str, utf7_hidden: bool) -> bytes:
+    """A request whose bytes read as another operation in UTF-7 than in UTF-8."""
     import re
-    consumer, provider, peer = pair
     raw = request().decode().split("?>", 1)[1]
     m = re.search(r"<reg:getBirthRecord>.*?</reg:getBirthRecord>", raw, re.S)
     hidden = "<reg:deletePerson><reg:personalCode>1</reg:personalCode></reg:deletePerson>"
     seen = ("<reg:getBirthRecord><reg:personalCode>21205199900011</reg:personalCode>"
             "</reg:getBirthRecord>")
-    if "UTF-7" in declaration:   # tunduk reads UTF-8: the hidden part is mere text
+    if utf7_hidden:   # read as UTF-8, the hidden part is mere text
         body = _utf7(hidden) + _utf7("<!--") + seen + _utf7("-->")
-    else:                        # tunduk reads UTF-7: the hidden part is text in UTF-8
+    else:             # read as UTF-7, the hidden part is text in UTF-8
         body = _utf7("<!--") + hidden + _utf7("-->") + seen
-    message = (declaration + raw[:m.start()] + body + raw[m.end():]).encode("ascii")
-    pending = consumer.prepare(message, content_type)
+    return (declaration + raw[:m.start()] + body + raw[m.end():]).encode("ascii")
+
+
+POLYGLOTS = [
+    ("", "text/xml; charset=utf-7", False, "charset 'utf-7'"),
+    ('<?xml version="1.0" encoding="UTF-7"?>', "text/xml; charset=utf-8", True,
+     "charset 'UTF-7'"),
+    ("", "text/xml; charset=utf-8; charset=utf-7", True, "charset is given more than once"),
+    ("", 'text/xml; charset="utf-8"; charset=utf-7', True, "charset is given more than once"),
+    ("", "text/xml; charset=utf-8; charset*=utf-7''", True, "RFC 2231"),
+]
+
+
+@pytest.mark.parametrize("declaration,content_type,utf7_hidden,words", POLYGLOTS)
+def test_polyglot_charset_is_refused_by_the_consumer(pair, declaration, content_type,
+                                                     utf7_hidden, words):
+    """A backend parsing the bytes by another charset than tunduk would run another
+    operation than the one access was checked for: refused, whoever reads it how."""
+    consumer, _, _ = pair
+    with pytest.raises(XRoadError) as ei:
+        consumer.prepare(_polyglot(declaration, utf7_hidden), content_type)
+    assert ei.value.code == errors.INVALID_CONTENT_TYPE
+    assert words in ei.value.message
+
+
+@pytest.mark.parametrize("declaration,content_type,utf7_hidden,words", POLYGLOTS)
+def test_polyglot_charset_is_refused_by_the_provider_even_when_signed(
+        pair, declaration, content_type, utf7_hidden, words):
+    from tunduk.server.core import detached, exchange
+    consumer, provider, peer = pair
+    message = _polyglot(declaration, utf7_hidden)
+    forged = detached.sign_message(message, content_type, consumer.signer,
+                                   request_hash=exchange.request_hash(message))
+    with pytest.raises(XRoadError) as ei:
+        provider.accept(message, content_type, peer, forged)
+    assert ei.value.code == errors.INVALID_CONTENT_TYPE
+    assert words in ei.value.message
+
+
+@pytest.mark.parametrize("content_type", ["TEXT/XML;Charset=\"UTF-8\"",
+                                          "application/xml; charset=utf-8; x=1", "text/xml"])
+def test_content_type_sent_on_is_written_by_tunduk(pair, content_type):
+    consumer, provider, peer = pair
+    pending = consumer.prepare(request(), content_type)
+    assert pending.content_type == "text/xml; charset=utf-8"
     accepted = provider.accept(pending.body, pending.content_type, peer, pending.signature)
-    assert etree.QName(accepted.request.payload).localname == "getBirthRecord"
-    backend = etree.fromstring(accepted.backend_body)   # as a backend parses bytes
-    names = [etree.QName(c).localname for c in backend.find(f"{{{SOAP}}}Body")
-             if isinstance(c.tag, str)]
-    assert names == ["getBirthRecord"]
     assert accepted.backend_content_type == "text/xml; charset=utf-8"
+
+
+def test_legacy_charset_reaches_the_backend_as_utf8(pair):
+    consumer, provider, peer = pair
+    raw = request().decode().replace('encoding="UTF-8"', 'encoding="windows-1251"')
+    pending = consumer.prepare(raw.encode("cp1251"), "text/xml; charset=CP1251")
+    assert pending.content_type == "text/xml; charset=windows-1251"
+    accepted = provider.accept(pending.body, pending.content_type, peer, pending.signature)
+    assert accepted.backend_content_type == "text/xml; charset=utf-8"
+    assert accepted.backend_body.startswith(b"<?xml version='1.0' encoding='UTF-8'?>")
+
+
+def test_answer_with_an_ambiguous_content_type_is_refused(pair):
+    """The provider's server is a peer: an answer the client could read otherwise is
+    not passed on."""
+    from tunduk.server.core import detached
+    consumer, provider, peer = pair
+    pending = consumer.prepare(request(), "text/xml; charset=utf-8")
+    accepted = provider.accept(pending.body, pending.content_type, peer, pending.signature)
+    signed = provider.respond(accepted, backend_answer(accepted.backend_body), "text/xml", 200)
+    ctype = "text/xml; charset=utf-8; charset=utf-7"
+    resigned = detached.sign_message(signed, ctype, provider.signer)
+    with pytest.raises(XRoadError) as ei:
+        consumer.finish(pending, signed, ctype, 200, resigned)
+    assert ei.value.code == errors.INVALID_RESPONSE
+    assert "charset is given more than once" in ei.value.message
+    out = consumer.finish(pending, signed, accepted.response_content_type, 200,
+                          accepted.response_signature)
+    assert out == signed and pending.response_content_type == "text/xml; charset=utf-8"
 
 
 def test_plain_utf8_request_reaches_the_backend_byte_for_byte(pair):

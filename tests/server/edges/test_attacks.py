@@ -220,8 +220,8 @@ def test_signature_of_another_message_is_refused(fed):
     assert reply.fault_code == "Server.ServerProxy.InvalidSignatureValue"
 
 
-def test_message_sent_with_another_charset_than_signed_is_refused(fed):
-    reply = send(fed, signed(fed), content_type="text/xml; charset=iso-8859-1")
+def test_message_sent_with_another_content_type_than_signed_is_refused(fed):
+    reply = send(fed, signed(fed), content_type="application/xml; charset=utf-8")
     assert reply.fault_code == "Server.ServerProxy.InvalidSignatureValue"
     assert "signed as 'text/xml; charset=utf-8'" in reply.fault_string
 
@@ -270,3 +270,50 @@ def test_signature_with_a_doctype_is_refused(fed):
     evil = b'<!DOCTYPE x [<!ENTITY e "x">]>' + _last_signature[id(fed)]
     reply = send(fed, body, signature=evil)
     assert reply.fault_code == "Server.ServerProxy.InvalidSignature"
+
+
+# ------------------------------------- one message: the charset every parser reads
+def _smuggling(fed) -> bytes:
+    """A request whose Body, read as UTF-7, holds a second operation before the one
+    access is granted for."""
+    raw = request().decode().split("?>", 1)[1]
+    hidden = ("+ADw-reg:echo+AD4-+ADw-reg:text+AD4-smuggled+ADw-/reg:text+AD4-"
+              "+ADw-/reg:echo+AD4-")
+    return raw.replace("<reg:getBirthRecord>", hidden + "<reg:getBirthRecord>", 1).encode()
+
+
+@pytest.mark.parametrize("ctype", ["text/xml; charset=utf-8; charset=utf-7",
+                                   'text/xml; charset="utf-8"; charset=utf-7',
+                                   "text/xml; charset=utf-8; CHARSET=utf-7",
+                                   "text/xml; charset=utf-8; charset*=utf-8''utf-7",
+                                   "text/xml; charset=utf-7"])
+def test_ambiguous_charset_signed_by_the_sender_is_refused(fed, ctype):
+    """A member signs its own polyglot request: the server proxy refuses it before any
+    backend could read the hidden operation."""
+    from tunduk.server.core import exchange
+    conf = fed.files.consumer.conf()
+    signer = SigningKey.load(conf.keys.sign_key, conf.keys.sign_cert)
+    body = _smuggling(fed)
+    signature = detached.sign_message(body, ctype, signer,
+                                      request_hash=exchange.request_hash(body))
+    reply = send(fed, body, signature=signature, content_type=ctype)
+    assert reply.status == 500
+    assert reply.fault_code == "Server.ServerProxy.InvalidContentType"
+    assert b"smuggled" not in reply.body
+
+
+def test_two_content_type_fields_are_refused_at_the_client_proxy(fed):
+    import socket
+    from urllib.parse import urlsplit
+    u = urlsplit(fed.client_url)
+    body = _smuggling(fed)
+    head = (f"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml; charset=utf-8\r\n"
+            f"Content-Type: text/xml; charset=utf-7\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n").encode()
+    with socket.create_connection((u.hostname, u.port), timeout=30) as s:
+        s.sendall(head + body)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    assert b"<faultcode>Client.InvalidContentType</faultcode>" in answer
+    assert b"smuggled" not in answer.split(b"\r\n\r\n", 1)[1]
