@@ -4,8 +4,7 @@
 optionally sleeping before every call (the "slow backend" scenario).
 ``python -m bench.apps aioproxy PORT UPSTREAM_URL``: a pass-through proxy on the
 event-loop engine's HTTP server and client (edges/aio) and no security work, so the
-"plain proxies" scenario uses the same HTTP stack as the security servers (default
-engine); ``proxy``: the same on cheroot and the blocking pool (the threads engine).
+"plain proxies" scenario uses the same HTTP stack as the security servers.
 """
 from __future__ import annotations
 
@@ -31,33 +30,6 @@ def slow(app: Callable, delay_s: float) -> Callable:
     return wrapped
 
 
-class PassThrough:
-    """Forward POSTs to one upstream over a keep-alive pool; answer what it answered."""
-
-    def __init__(self, upstream: str) -> None:
-        from tunduk.server.edges.http_pool import Pool
-        u = urlsplit(upstream)
-        self.path = u.path or "/"
-        self.pool = Pool(u.hostname, u.port or 80)
-
-    def __call__(self, environ, start_response) -> Iterable[bytes]:
-        from tunduk.server.edges.http_pool import TransportError
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        body = environ["wsgi.input"].read(length)
-        headers = {"Content-Type": environ.get("CONTENT_TYPE") or "text/xml"}
-        if "HTTP_SOAPACTION" in environ:
-            headers["SOAPAction"] = environ["HTTP_SOAPACTION"]
-        try:
-            resp = self.pool.post(self.path, body, headers)
-        except TransportError as exc:
-            start_response("502 Bad Gateway", [("Content-Type", "text/plain")])
-            return [str(exc).encode()]
-        out = [(k, v) for k, v in resp.headers.items() if k not in _HOP]
-        out.append(("Content-Length", str(len(resp.body))))
-        start_response(f"{resp.status} X", out)
-        return [resp.body]
-
-
 class AioPassThrough:
     """PassThrough on the event-loop engine's HTTP stack (edges/aio): what the "plain"
     scenario measures, since the security servers run on that stack by default."""
@@ -72,7 +44,7 @@ class AioPassThrough:
 
     async def __call__(self, request):
         from tunduk.server.edges.aio.http_server import Answer
-        from tunduk.server.edges.http_pool import TransportError
+        from tunduk.server.edges.http_wire import TransportError
         headers = {"Content-Type": request.headers.get("content-type") or "text/xml"}
         if "soapaction" in request.headers:
             headers["SOAPAction"] = request.headers["soapaction"]
@@ -120,13 +92,8 @@ def static(body: bytes = STATIC_ANSWER) -> Callable:
     return app
 
 
-def serve(app: Callable, port: int, threads: int, *, tunduk_io: bool = False) -> None:
+def serve(app: Callable, port: int, threads: int) -> None:
     server = wsgi.Server(("127.0.0.1", port), app, numthreads=threads)
-    if tunduk_io:
-        # The socket files the security servers use (edges/cheroot_io), so the plain
-        # proxies pay for exactly the HTTP stack tunduk pays for.
-        from tunduk.server.edges.cheroot_io import Connection
-        server.ConnectionClass = Connection
     # Nothing to flush: leave at once (a graceful cheroot stop from a signal handler
     # waits for keep-alive connections).
     signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
@@ -138,7 +105,7 @@ def serve(app: Callable, port: int, threads: int, *, tunduk_io: bool = False) ->
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.apps")
-    p.add_argument("kind", choices=("backend", "proxy", "aioproxy", "static"))
+    p.add_argument("kind", choices=("backend", "aioproxy", "static"))
     p.add_argument("port", type=int)
     p.add_argument("upstream", nargs="?")
     p.add_argument("--delay-ms", type=float, default=0.0)
@@ -147,16 +114,14 @@ def main(argv: list[str] | None = None) -> int:
     if a.kind == "backend":
         from tunduk.server.services.civil_registry import wsgi_app
         app = slow(wsgi_app, a.delay_ms / 1000) if a.delay_ms else wsgi_app
-    elif a.kind in ("proxy", "aioproxy"):
+    elif a.kind == "aioproxy":
         if not a.upstream:
             p.error(f"{a.kind} needs UPSTREAM_URL")
-        if a.kind == "aioproxy":
-            serve_aio(AioPassThrough(a.upstream), a.port)
-            return 0
-        app = PassThrough(a.upstream)
+        serve_aio(AioPassThrough(a.upstream), a.port)
+        return 0
     else:
         app = static()
-    serve(app, a.port, a.threads, tunduk_io=a.kind == "proxy")
+    serve(app, a.port, a.threads)
     return 0
 
 

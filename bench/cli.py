@@ -18,12 +18,10 @@ from typing import Callable, Optional
 
 from . import report
 
-LOAD = ("ceiling", "direct", "plain", "off", "sqlite", "postgresql", "threads", "slow",
-        "scaling")
+LOAD = ("ceiling", "direct", "plain", "off", "sqlite", "postgresql", "slow", "scaling")
 MICRO = ("sign", "parse", "mlog", "pipeline")
 # measured side by side: with --rounds N each runs N times, round by round
-# ("threads": tunduk with log off and SQLite on the threaded engine, for comparison)
-INTERLEAVED = ("direct", "plain", "off", "sqlite", "postgresql", "threads")
+INTERLEAVED = ("direct", "plain", "off", "sqlite", "postgresql")
 ALL = LOAD + MICRO
 
 PROFILES = {
@@ -167,7 +165,7 @@ class Run:
         return self.work / f"{self._n:02d}-{name}"
 
     def federation(self, name: str, backend_url: str, log: str, key_type: str,
-                   workers: int = 1, engine: Optional[str] = None):
+                   workers: int = 1):
         from .scenarios import Federation
         if log == "off":
             ml = {"backend": "off"}
@@ -179,7 +177,7 @@ class Run:
                 raise _Skip(self._pg_problem or "PostgreSQL unavailable")
             ml = {"backend": "postgresql", "dsn": dsn}
         return Federation(self._dir(name), self.ca, self.keys, backend_url, messagelog=ml,
-                          key_type=key_type, workers=workers, engine=engine)
+                          key_type=key_type, workers=workers)
 
     def guarded(self, name: str, fn: Callable[[], object]) -> object:
         """``fn()``'s result; None when it was skipped or failed (recorded by name)."""
@@ -222,17 +220,16 @@ class Run:
             return p.url, p
         return self.run_simple(start)
 
-    def tunduk(self, log: str, key_type: str, workers: int = 1,
-               engine: Optional[str] = None) -> dict:
+    def tunduk(self, log: str, key_type: str, workers: int = 1) -> dict:
         from .scenarios import measure
-        fed = self.federation(f"tunduk-{log}-{key_type}-w{workers}-{engine or 'default'}",
-                              self.backend().url, log, key_type, workers, engine)
+        fed = self.federation(f"tunduk-{log}-{key_type}-w{workers}",
+                              self.backend().url, log, key_type, workers)
         try:
             m = measure(fed.url, self.settings, cpu_of=fed.cpu_times)
         finally:
             fed.stop()
         d = m.to_dict()
-        d.update(log=log, key_type=key_type, workers=workers, engine=engine or "asyncio")
+        d.update(log=log, key_type=key_type, workers=workers)
         return d
 
     def tunduk_log(self, log: str, key_type: str) -> None:
@@ -353,10 +350,6 @@ def interleaved(a: argparse.Namespace, run: Run) -> None:
         if log in sel:
             todo.append((f"tunduk log={log} {kt}", f"tunduk_{log}_{kt}",
                          lambda log=log: run.tunduk(log, kt)))
-    if "threads" in sel:
-        for log in ("off", "sqlite"):
-            todo.append((f"tunduk log={log} {kt} threads engine", f"threads_{log}_{kt}",
-                         lambda log=log: run.tunduk(log, kt, engine="threads")))
     runs: dict[str, list[dict]] = {key: [] for _, key, _ in todo}
     for i in range(1, a.rounds + 1):
         for name, key, fn in todo:
@@ -380,7 +373,6 @@ def interleaved(a: argparse.Namespace, run: Run) -> None:
 def _scenario_order(a: argparse.Namespace, key: str) -> int:
     order = ["ceiling", "direct", "plain", *(f"tunduk_off_{k}" for k in a.key_types),
              *(f"tunduk_{log}_{a.key_types[0]}" for log in ("sqlite", "postgresql")),
-             *(f"threads_{log}_{a.key_types[0]}" for log in ("off", "sqlite")),
              "slow", "scaling"]
     return order.index(key) if key in order else len(order)
 

@@ -87,11 +87,9 @@ def _good(d: Optional[dict]) -> bool:
 
 
 def _label(key: str) -> str:
-    """``tunduk_sqlite_ec`` → "tunduk log=sqlite EC"; ``threads_…``: on the threaded
-    engine."""
-    engine, log, kt = key.split("_")
-    return f"tunduk log={log} {kt.upper()}" + (", threads engine" if engine == "threads"
-                                                else "")
+    """``tunduk_sqlite_ec`` → "tunduk log=sqlite EC"."""
+    _, log, kt = key.split("_")
+    return f"tunduk log={log} {kt.upper()}"
 
 
 def _load_row(item: str, d: Optional[dict]) -> Row:
@@ -150,8 +148,6 @@ def analyse(res: dict) -> None:
         "plain/direct": (plain, direct),
         "direct/tunduk_sqlite": (direct, sqlite),
         "ceiling/direct": (sc.get("ceiling"), direct),
-        "tunduk_off/threads_off": (off, sc.get(f"threads_off_{kt.lower()}")),
-        "tunduk_sqlite/threads_sqlite": (sqlite, sc.get(f"threads_sqlite_{kt.lower()}")),
     }
     # With interleaved rounds a ratio is the median of the per-round ratios: both
     # sides of each were measured minutes apart at most, under the same noise.
@@ -189,7 +185,7 @@ def rows(res: dict) -> list[Row]:
     if "plain" in sc:
         out.append(_load_row(f"plain proxies A→B→backend, c={c}", sc["plain"]))
     for key, d in sc.items():
-        if key.startswith(("tunduk_", "threads_")):
+        if key.startswith("tunduk_"):
             out.append(_load_row(f"{_label(key)}, c={c}", d))
 
     def ratio_row(item: str, key: str, check_name: Optional[str] = None) -> None:
@@ -215,17 +211,13 @@ def rows(res: dict) -> list[Row]:
     ratio_row("ratio plain proxies / direct", "plain/direct")
     ratio_row("ratio direct / tunduk sqlite (generator headroom)", "direct/tunduk_sqlite")
     ratio_row("ratio generator ceiling / direct", "ceiling/direct")
-    ratio_row("ratio tunduk off: asyncio / threads engine", "tunduk_off/threads_off")
-    ratio_row("ratio tunduk sqlite: asyncio / threads engine",
-              "tunduk_sqlite/threads_sqlite")
     ch = checks.get("cpu_ms_per_exchange_sqlite")
     if ch and ch["value"] is not None:
         out.append(Row("CPU per exchange, tunduk sqlite (both servers)",
                        value=f"{ch['value']:.2f} ms", target=_target_text(ch),
                        result=ch["status"]))
     split = [("plain", "plain proxies (both)")] + [
-        (k, f"{_label(k)} (both servers)") for k in sc if k.startswith(("tunduk_",
-                                                                         "threads_"))]
+        (k, f"{_label(k)} (both servers)") for k in sc if k.startswith("tunduk_")]
     for key, label in split:
         d = sc.get(key)
         if _good(d) and d.get("cpu_user_ms_per_exchange") is not None:

@@ -76,8 +76,7 @@ class PlainProxies:
     """Two pass-through proxies in series in front of ``upstream``."""
 
     def __init__(self, workdir: Path, upstream: str, kind: str = "aioproxy") -> None:
-        """``kind``: "aioproxy" (the event-loop engine's HTTP stack) or "proxy"
-        (cheroot and the blocking pool, the threads engine's)."""
+        """``kind``: "aioproxy" (the security servers' HTTP stack, no security work)."""
         self.port_b, self.port_a = free_port(), free_port()
         self.b = Proc("proxy-b", python_argv("-m", "bench.apps", kind, str(self.port_b),
                                              upstream), log=workdir / "proxy-b.log")
@@ -113,13 +112,12 @@ class Federation:
 
     def __init__(self, base: Path, ca: DevCA, keys: KeySource, backend_url: str, *,
                  messagelog: dict, key_type: str, workers: int = 1,
-                 argv_for=None, engine: Optional[str] = None) -> None:
+                 argv_for=None) -> None:
         """``argv_for(server_toml, workers)``: how to start a server (``tunduk run``)."""
         argv_for = argv_for or (lambda conf, w: [*_tunduk_argv(), "run", str(conf),
                                                  "--workers", str(w)])
         self.files: FederationFiles = build_federation(
             base, ca, keys=keys, key_type=key_type, messagelog=messagelog,
-            listen={"engine": engine} if engine else None,
             services=[{"subsystem": "registry", "code": "echo", "version": "v1",
                        "url": backend_url, "title": "echo (benchmark)"}],
             access=[{"service": "registry/echo", "clients": ["KG/GOV/70000002/centre"]}])

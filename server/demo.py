@@ -15,7 +15,6 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Optional
 
 from lxml import etree
 
@@ -51,8 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 class Demo:
-    def __init__(self, base: Path, key_type: str, engine: Optional[str] = None) -> None:
-        """``engine``: [listen] engine of both servers (default: the configuration's)."""
+    def __init__(self, base: Path, key_type: str) -> None:
         from .devfed import build_federation, create_dev_ca
         from .node import Node
         ca_dir = base / "dev-ca"
@@ -63,8 +61,7 @@ class Demo:
                       "timestamp_interval": 1.0}
         self.files = build_federation(base / "federation", ca, key_type=key_type,
                                       services=SERVICES, access=ACCESS,
-                                      messagelog=messagelog,
-                                      listen={"engine": engine} if engine else None)
+                                      messagelog=messagelog)
         self.provider = Node.from_conf(self.files.provider.conf())
         self.consumer = Node.from_conf(self.files.consumer.conf())
 

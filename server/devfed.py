@@ -166,7 +166,7 @@ def build_federation(base: Path, ca: DevCA, *,
     Ports are (client_proxy, server_proxy); free ports are picked when omitted.
     ``services``/``access`` are the provider's [[services]]/[[access]] tables (see
     conf/server.example.toml); ``messagelog`` and ``listen`` (extra [listen] keys,
-    e.g. engine) apply to both servers.
+    e.g. threads) apply to both servers.
     """
     base.mkdir(parents=True, exist_ok=True)
     keys = keys or KeySource(ca, base / "keys")

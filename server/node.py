@@ -1,26 +1,20 @@
 """One security server process: configuration in, two listening proxies out.
 
-Assembles the pieces (keys, trust anchor, message log, the two pipelines, their WSGI
-edges) and runs them on cheroot.  Used by ``tunduk run``, the demo and the tests.
+Assembles the pieces (keys, trust anchor, message log, the two pipelines) and serves
+them on one event loop (edges/aio).  Used by ``tunduk run``, the demo and the tests.
 """
 from __future__ import annotations
 
 import logging
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
-
-from cheroot import wsgi
-from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from .conf.model import ServerConf
 from .core.client_side import ClientSide
+from .core.envelope import MAX_MESSAGE_BYTES
 from .core.server_side import ServerSide
 from .core.signing import SigningKey, TrustAnchor
-from .edges import cheroot_io, tls
-from .edges.backend import Backends
-from .edges.client_proxy import ClientProxyApp, PeerClient
-from .edges.server_proxy import ServerProxyApp
+from .edges import tls
 
 log = logging.getLogger("tunduk")
 
@@ -32,13 +26,12 @@ def server_id(conf: ServerConf) -> str:
 @dataclass
 class Node:
     conf: ServerConf
-    client_app: ClientProxyApp
-    server_app: ServerProxyApp
+    client_side: ClientSide
+    server_side: ServerSide
     message_log: object
     peer_context: object = None     # ssl.SSLContext for calls to other servers
-    _servers: list = field(default_factory=list)
-    _threads: list = field(default_factory=list)
-    _loop: object = None            # LoopThread of the asyncio engine, when started
+    max_bytes: int = MAX_MESSAGE_BYTES
+    _loop: Optional[object] = None  # the LoopThread serving, once started
 
     @classmethod
     def from_conf(cls, conf: ServerConf, *, message_log=None) -> "Node":
@@ -50,51 +43,19 @@ class Node:
                                            tsa_cert_der=conf.messagelog.tsa_cert_der)
         peer_ctx = tls.client_context(conf.federation.ca_certs_pem, conf.keys.auth_cert,
                                       conf.keys.auth_key)
-        client_side = ClientSide(conf, signer, trust, message_log)
-        server_side = ServerSide(conf, signer, trust, message_log)
-        peers = PeerClient(peer_ctx)
-        get_handler = _get_handler(conf, client_side, peers)
-        client_app = ClientProxyApp(client_side, peers, get_handler)
-        server_app = ServerProxyApp(server_side, Backends())
-        return cls(conf, client_app, server_app, message_log, peer_ctx)
-
-    # -- serving ------------------------------------------------------------------
-    def make_servers(self, *, reuse_port: bool = False) -> list:
-        c = self.conf
-        client = wsgi.Server(c.listen.client_proxy, self.client_app,
-                             numthreads=c.listen.threads, reuse_port=reuse_port)
-        server = wsgi.Server(c.listen.server_proxy, self.server_app,
-                             numthreads=c.listen.threads, reuse_port=reuse_port)
-        adapter = BuiltinSSLAdapter(str(c.keys.auth_cert), str(c.keys.auth_key))
-        adapter.context = tls.server_context(c.federation.ca_certs_pem, c.keys.auth_cert,
-                                             c.keys.auth_key)
-        server.ssl_adapter = adapter
-        for s in (client, server):
-            s.ConnectionClass = cheroot_io.Connection
-            # Request line + headers; bodies are bounded by the apps (read_body).
-            s.max_request_header_size = cheroot_io.MAX_HEAD_BYTES
-            s.server_name = f"tunduk {server_id(c)}"
-        return [client, server]
+        return cls(conf, ClientSide(conf, signer, trust, message_log),
+                   ServerSide(conf, signer, trust, message_log), message_log, peer_ctx)
 
     def start(self) -> "Node":
-        """Serve both proxies from background threads; returns once they listen."""
-        if self.conf.listen.engine == "asyncio":
-            from .edges.aio.engine import AioEngine, LoopThread
-            self._loop = LoopThread(AioEngine(self)).start()
-            return self
-        self._servers = self.make_servers()
-        for s in self._servers:
-            s.prepare()
-            t = threading.Thread(target=s.serve, name=f"tunduk-{s.bind_addr}", daemon=True)
-            t.start()
-            self._threads.append(t)
+        """Serve both proxies on an event loop in a background thread; returns once
+        they listen."""
+        from .edges.aio.engine import AioEngine, LoopThread
+        self._loop = LoopThread(AioEngine(self)).start()
         return self
 
     def _bound(self, index: int) -> tuple[str, int]:
         if self._loop is not None:
             return self._loop.engine.address(index)
-        if self._servers:
-            return self._servers[index].bind_addr
         listen = self.conf.listen
         return (listen.client_proxy, listen.server_proxy)[index]
 
@@ -114,24 +75,7 @@ class Node:
             if self._loop is not None:
                 loop, self._loop = self._loop, None
                 loop.stop()
-            for s in self._servers:
-                s.stop()
-            for t in self._threads:
-                t.join(timeout=5)
-            self._servers, self._threads = [], []
         finally:
-            self.client_app.peers.close()
-            self.server_app.backends.close()
             close = getattr(self.message_log, "close", None)
             if close:
                 close()
-
-
-def _get_handler(conf: ServerConf, client_side: ClientSide,
-                 peers: PeerClient) -> Optional[object]:
-    """GET requests on the client proxy (WSDL, listClients, schemas), when available."""
-    try:
-        from .edges.metaservices import make_get_handler
-    except ImportError:
-        return None
-    return make_get_handler(conf, client_side, peers)

@@ -12,7 +12,6 @@ import logging
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 log = logging.getLogger("tunduk")
@@ -26,37 +25,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _serve_forever(conf, reuse_port: bool) -> None:
+    import asyncio
+
+    from .edges.aio.engine import AioEngine, serve_until_signalled
     from .node import Node
     node = Node.from_conf(conf)
-    if conf.listen.engine == "asyncio":
-        import asyncio
-
-        from .edges.aio.engine import AioEngine, serve_until_signalled
-        try:
-            asyncio.run(serve_until_signalled(AioEngine(node, reuse_port=reuse_port)))
-        finally:
-            node.stop()
-        # The message log is closed; a worker thread still blocked on a slow backend
-        # (the answer's connection is gone) must not hold the exit up.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
-    servers = node.make_servers(reuse_port=reuse_port)
-    node._servers = servers
-    import threading
-    for s in servers:
-        s.prepare()
-    threads = [threading.Thread(target=s.serve, daemon=True) for s in servers]
-    for t in threads:
-        t.start()
-    stop = []
-    signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
     try:
-        while not stop and all(t.is_alive() for t in threads):
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        pass
-    node.stop()
+        asyncio.run(serve_until_signalled(AioEngine(node, reuse_port=reuse_port)))
+    finally:
+        node.stop()
+    # The message log is closed; a worker thread still blocked on a slow hosted service
+    # (the answer's connection is gone) must not hold the exit up.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def run(args) -> int:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import http.client
+
+import httptools
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -45,3 +47,28 @@ def post(url: str, body: bytes, content_type: str = "text/xml; charset=utf-8",
         return Reply(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
     finally:
         conn.close()
+
+
+class AnswerReader:
+    """httptools callbacks collecting (status, body) of each answer on a socket."""
+
+    def __init__(self) -> None:
+        self.done: list[tuple[int, bytes]] = []
+        self.body = b""
+        self.parser = httptools.HttpResponseParser(self)
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+
+    def on_message_complete(self) -> None:
+        self.done.append((self.parser.get_status_code(), self.body))
+        self.body = b""
+
+
+def read_answers(sock, n: int) -> list[tuple[int, bytes]]:
+    answers = AnswerReader()
+    while len(answers.done) < n:
+        data = sock.recv(65536)
+        assert data, "server closed the connection early"
+        answers.parser.feed_data(data)
+    return answers.done

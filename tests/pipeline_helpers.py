@@ -6,7 +6,7 @@ from tunduk.server.messagelog import NullLog
 
 
 class RecordingLog(NullLog):
-    """A message log that keeps the records in a list."""
+    """A message log that is on (the steps build records) and keeps what it is given."""
 
     enabled = True
 

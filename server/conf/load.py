@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from .. import pki
 from ..core.errors import XRoadError
 from ..core.identifiers import ClientId, MemberId, ServiceId
-from .model import (ENGINES, AccessRule, Federation, Keys, LegacyAlias, Listen, LocalService,
+from .model import (AccessRule, Federation, Keys, LegacyAlias, Listen, LocalService,
                     Member, MessageLogConf, SecurityServer, ServerConf)
 
 MESSAGELOG_BACKENDS = ("sqlite", "postgresql", "off")
@@ -378,7 +378,6 @@ _LISTEN = {
     "server_proxy": _Key("str", False, "HOST:PORT for other security servers (mutual TLS)"),
     "workers": _Key("int"),
     "threads": _Key("int"),
-    "engine": _Key("str", False, 'how requests are served: "asyncio" or "threads"'),
 }
 _KEYS = {name: _Key("str", True, f"path of the {name.replace('_', ' ')} PEM file")
          for name in ("auth_key", "auth_cert", "sign_key", "sign_cert")}
@@ -507,7 +506,12 @@ def load_server_conf(path: Path) -> ServerConf:
                   f"add a [[servers]] entry to {fed.source} (see 'tunduk init server')")
 
     # --- listen
-    lst = f.table(top["listen"], "listen", _LISTEN) if "listen" in top else {}
+    raw_listen = top.get("listen")
+    if isinstance(raw_listen, dict) and "engine" in raw_listen:
+        f.add("listen.engine", "this key was removed: every request is served on the "
+              "event loop now", "delete the line engine = ... from [listen]")
+        raw_listen = {k: v for k, v in raw_listen.items() if k != "engine"}
+    lst = f.table(raw_listen, "listen", _LISTEN) if "listen" in top else {}
     listen_kw: dict[str, Any] = {}
     for name in ("client_proxy", "server_proxy"):
         if name in lst:
@@ -520,12 +524,6 @@ def load_server_conf(path: Path) -> ServerConf:
                 f.add(f"listen.{name}", "must be at least 1")
             else:
                 listen_kw[name] = lst[name]
-    if "engine" in lst:
-        if lst["engine"] not in ENGINES:
-            f.add("listen.engine", f"must be one of {', '.join(ENGINES)} (got "
-                                   f"{lst['engine']!r})")
-        else:
-            listen_kw["engine"] = lst["engine"]
     if (listen_kw.get("client_proxy") and listen_kw.get("client_proxy") ==
             listen_kw.get("server_proxy") and listen_kw["client_proxy"][1] != 0):
         f.add("listen.server_proxy", "same address as listen.client_proxy")

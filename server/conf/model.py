@@ -79,18 +79,12 @@ class Keys:
     sign_cert: Path
 
 
-#: "asyncio": both proxies on one event loop per process (edges/aio);
-#: "threads": cheroot, one thread per request in progress.
-ENGINES = ("asyncio", "threads")
-
-
 @dataclass(frozen=True)
 class Listen:
     client_proxy: tuple[str, int] = ("127.0.0.1", 8080)
     server_proxy: tuple[str, int] = ("127.0.0.1", 8443)
     workers: int = 1
-    threads: int = 16          # cheroot threads; with asyncio: for blocking side work
-    engine: str = "asyncio"    # see ENGINES
+    threads: int = 16          # executor threads for what blocks (hosted services)
 
 
 @dataclass(frozen=True)

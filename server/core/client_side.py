@@ -6,7 +6,7 @@ prepare():  parse → check the client is ours → find the provider's servers �
 finish():   parse the peer's answer → pass peer faults through → verify signature →
             check signer is the provider → check consistency and requestHash → log →
             the provider's bytes, unchanged, for the client
-The edge (edges/client_proxy.py) does the HTTP between the two calls and carries the
+The edge (edges/aio/proxies.py) does the HTTP between the two calls and carries the
 signatures in the X-Tunduk-Signature header.
 
 multipart/related messages (SOAP with attachments, MTOM): the SOAP part goes through
@@ -16,7 +16,7 @@ is re-serialised and signed as sent; the attachments travel on unchanged after i
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 from lxml import etree
@@ -47,6 +47,9 @@ class PendingExchange:
     response_is_fault: bool = False   # set by finish(): the service answered a Fault
     content_type: str = SIGNED_CONTENT_TYPE           # of ``body``
     response_content_type: str = SIGNED_CONTENT_TYPE  # set by finish(): of its result
+    #: message-log records of prepare() and finish(), for the edge to commit (and
+    #: clear) before the step's output moves on
+    records: list = field(default_factory=list)
 
 
 def check_content_type(content_type: Optional[str]) -> None:
@@ -96,12 +99,13 @@ class ClientSide(Side):
             body, ctype, signed_type = mime.replace_root(msg, signed)
         signature = detached.sign_message(signed, signed_type, self.signer,
                                           request_hash=digest)
+        pending = PendingExchange(env, digest, body, targets, soap_action, signature,
+                                  content_type=ctype)
         # The log keeps the signed SOAP part; it names the attachments' digests.
-        self.keep(env, signed, direction="request", side="client",
-                  cert_der=self.signer.cert_der, content_type=signed_type,
-                  signature=signature)
-        return PendingExchange(env, digest, body, targets, soap_action, signature,
-                               content_type=ctype)
+        self.record(pending.records, env, signed, direction="request", side="client",
+                    cert_der=self.signer.cert_der, content_type=signed_type,
+                    signature=signature)
+        return pending
 
     def check_client(self, env: Envelope) -> None:
         client = env.xroad.client
@@ -158,7 +162,7 @@ class ClientSide(Side):
         self.check_consistency(pending, env)
         exchange.check_attachments(header, msg.attachments if msg else (), "response")
         pending.response_is_fault = env.is_fault
-        self.keep(env, soap, direction="response", side="client",
+        self.record(pending.records, env, soap, direction="response", side="client",
                   cert_der=verified.cert_der, service=str(service),
                   content_type=soap_type, signature=signature)
         if msg is None:

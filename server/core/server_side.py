@@ -9,7 +9,8 @@ accept():   parse → TLS peer is a server of the client's member → verify the
             method_list() / wsdl_target() + wsdl_response(), then respond())
 respond():  parse the backend's answer → X-Road headers consistent (or copied) →
             requestHash → serialise → sign the bytes → log
-The edge (edges/server_proxy.py) does the HTTP around and between the two calls.
+The edge (edges/aio/proxies.py) does the HTTP around and between the two calls and
+commits the message-log records each step returns on its result.
 
 multipart/related messages (SOAP with attachments, MTOM): the signed SOAP part goes
 through the same steps; after the signature, each attachment is checked against its
@@ -22,7 +23,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 from lxml import etree
@@ -50,6 +51,9 @@ class AcceptedRequest:
     backend_content_type: str = BACKEND_CONTENT_TYPE        # of ``backend_body``
     response_content_type: str = BACKEND_CONTENT_TYPE       # set by respond()
     response_signature: Optional[bytes] = None              # set by respond()
+    #: message-log records of accept() and respond(), for the edge to commit (and
+    #: clear) before the step's output moves on
+    records: list = field(default_factory=list)
 
 
 class ServerSide(Side):
@@ -92,20 +96,22 @@ class ServerSide(Side):
             self.check_access(env)
         else:
             service = None       # every authenticated member may ask (as X-Road)
-        self.keep(env, soap, direction="request", side="server",
-                  cert_der=verified.cert_der, content_type=soap_type,
-                  signature=signature)
+        records: list = []
+        self.record(records, env, soap, direction="request", side="server",
+                    cert_der=verified.cert_der, content_type=soap_type,
+                    signature=signature)
         if msg is None:
             if document_charset(soap, soap_type) == "utf-8":   # the client's bytes
-                return AcceptedRequest(env, service, verified.request_hash, raw, meta)
-            # Another charset: the backend gets the message as tunduk read it, in UTF-8,
-            # so that it cannot read other content than was checked.
-            return AcceptedRequest(env, service, verified.request_hash,
-                                   serialize(env.root), meta)
-        exchange.remove_attachment_digests(env.header)
-        body, ctype, _ = mime.replace_root(msg, serialize(env.root))
+                body, ctype = raw, BACKEND_CONTENT_TYPE
+            else:
+                # Another charset: the backend gets the message as tunduk read it, in
+                # UTF-8, so that it cannot read other content than was checked.
+                body, ctype = serialize(env.root), BACKEND_CONTENT_TYPE
+        else:
+            exchange.remove_attachment_digests(env.header)
+            body, ctype, _ = mime.replace_root(msg, serialize(env.root))
         return AcceptedRequest(env, service, verified.request_hash, body, meta,
-                               backend_content_type=ctype)
+                               backend_content_type=ctype, records=records)
 
     def check_peer(self, env: Envelope, peer_cert_der: Optional[bytes]) -> None:
         member = env.xroad.client.member
@@ -213,10 +219,10 @@ class ServerSide(Side):
         else:
             out, accepted.response_content_type, signed_type = mime.replace_root(msg, signed)
         signature = detached.sign_message(signed, signed_type, self.signer)
-        self.keep(env, signed, direction="response", side="server",
-                  cert_der=self.signer.cert_der,
-                  service=str(accepted.request.xroad.service),
-                  content_type=signed_type, signature=signature)
+        self.record(accepted.records, env, signed, direction="response", side="server",
+                    cert_der=self.signer.cert_der,
+                    service=str(accepted.request.xroad.service),
+                    content_type=signed_type, signature=signature)
         accepted.response_signature = signature
         return out
 

@@ -1,8 +1,7 @@
 """What both halves of a security server hold: configuration, keys, trust, message log."""
 from __future__ import annotations
 
-from contextvars import ContextVar
-from typing import Callable, Optional
+from typing import Optional
 
 from lxml import etree
 
@@ -12,14 +11,6 @@ from .envelope import parse_xml, split_envelope
 from .errors import XRoadError
 from .records import make_record
 from .signing import SigningKey, TrustAnchor
-
-
-#: Set by an event-loop edge (edges/aio) around one core step: the step's log records go
-#: to this collector (``collect(message_log, record)``) instead of being written and
-#: waited for on the spot; the edge waits for them before anything the step produced
-#: leaves the server, so a record is still durable before its message moves on.
-LOG_COLLECTOR: ContextVar[Optional[Callable[[object, object], None]]] = \
-    ContextVar("tunduk_log_collector", default=None)
 
 
 class Side:
@@ -32,17 +23,12 @@ class Side:
         self.trust = trust
         self.log = log
 
-    def keep(self, env, raw: bytes, **record) -> None:
-        """Log a signed message (durably, before the caller goes on).  Building the
-        record costs a base64 copy and a Body canonicalisation: skipped when the log is
-        off."""
+    def record(self, records: list, env, raw: bytes, **record) -> None:
+        """Add the message-log record of a signed message to ``records``, which the
+        edge commits before the step's output moves on.  Building it costs a base64
+        copy and a Body canonicalisation: skipped when the log is off."""
         if getattr(self.log, "enabled", True):
-            made = make_record(env, raw, **record)
-            collect = LOG_COLLECTOR.get()
-            if collect is None:
-                self.log.log(made)
-            else:
-                collect(self.log, made)
+            records.append(make_record(env, raw, **record))
 
     @staticmethod
     def parse_answer(raw: bytes, content_type: Optional[str], status: int, who: str

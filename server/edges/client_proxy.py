@@ -1,19 +1,22 @@
-"""WSGI edge of the consumer's security server: local systems POST X-Road SOAP here."""
+"""What the consumer's proxy does around the core steps, free of I/O: which provider
+server to try next (Failover) with which pinned certificates (PeerPins), the headers
+sent to it, and the answer or fault the local system gets."""
 from __future__ import annotations
 
 from typing import Callable, Optional
+from urllib.parse import parse_qs
 
 from ..conf.model import LegacyAlias
-from ..core import detached, errors, legacy
-from ..core.client_side import (SIGNED_CONTENT_TYPE, ClientSide, PendingExchange,
-                                check_content_type)
-from ..core.envelope import MAX_MESSAGE_BYTES
+from ..core import detached, errors
+from ..core.client_side import ClientSide, PendingExchange
 from ..core.errors import Origin, PeerFault, XRoadError
 from ..core.faults import FAULT_CONTENT_TYPE
-from .http_pool import Pool, Pools, Response, TransportError, pin_to, split_host_port
-from .wsgi_util import fault_body, internal_error, read_body, respond, respond_error
+from ..core.identifiers import ServiceId
+from .answers import fault_body
+from .http_wire import Response, TransportError, pin_to, split_host_port
 
 ORIGIN = Origin.CLIENT_PROXY
+_ID_PARAMS = ("xRoadInstance", "memberClass", "memberCode")
 
 
 class PeerPins:
@@ -36,33 +39,6 @@ class PeerPins:
         return verify
 
 
-class PeerClient:
-    """Sends signed requests to provider servers over pooled mutual TLS."""
-
-    def __init__(self, ssl_context, timeout: float = 60.0) -> None:
-        self.ssl_context = ssl_context
-        self.timeout = timeout
-        self._by_address = Pools(self._make_pool)
-        self.pins = PeerPins()
-
-    def _make_pool(self, host: str, port: int) -> Pool:
-        return Pool(host, port, ssl_context=self.ssl_context, timeout=self.timeout,
-                    verify_peer=self.pins.verifier(host, port))
-
-    def send(self, pending: PendingExchange) -> Response:
-        attempts = Failover(pending, self.pins)
-        for host, port in attempts:
-            try:
-                return self._by_address.get(host, port).post("/", pending.body,
-                                                             attempts.headers)
-            except TransportError as exc:
-                attempts.failed(exc)
-        raise attempts.exhausted()
-
-    def close(self) -> None:
-        self._by_address.close()
-
-
 def peer_headers(pending: PendingExchange) -> dict[str, str]:
     headers = {"Content-Type": pending.content_type,
                detached.SIGNATURE_HEADER: detached.header_value(pending.signature)}
@@ -72,7 +48,7 @@ def peer_headers(pending: PendingExchange) -> dict[str, str]:
 
 
 class Failover:
-    """The provider's servers in turn, for both engines' peer clients: iterate for
+    """The provider's servers in turn: iterate for
     (host, port) with its certificates registered, report each TransportError to
     ``failed`` (it raises once the request may have been handled: sending it to
     another server could run it twice), raise ``exhausted()`` after the last."""
@@ -104,74 +80,43 @@ class Failover:
                           "the federation configuration has its current address")
 
 
-class ClientProxyApp:
-    def __init__(self, side: ClientSide, peers: PeerClient,
-                 get_handler: Optional[Callable] = None,
-                 max_bytes: int = MAX_MESSAGE_BYTES) -> None:
-        self.side = side
-        self.peers = peers
-        self.get_handler = get_handler      # metaservices / WSDL (GET requests)
-        self.max_bytes = max_bytes
-
-    def __call__(self, environ, start_response):
-        method = environ.get("REQUEST_METHOD", "GET")
-        try:
-            if method == "GET" and self.get_handler is not None:
-                return self.get_handler(environ, start_response)
-            if method != "POST":
-                raise XRoadError(errors.INVALID_HTTP_METHOD,
-                                 f"HTTP {method} is not accepted here: POST an X-Road SOAP "
-                                 "request (GET serves /wsdl and /listClients)", http_status=405)
-            alias = self.legacy_alias(environ.get("PATH_INFO") or "/")
-            raw = read_body(environ, self.max_bytes)
-            content_type = environ.get("CONTENT_TYPE")
-            soap_action = environ.get("HTTP_SOAPACTION")
-            if alias is not None:
-                return self.legacy_exchange(alias, raw, content_type, soap_action,
-                                            start_response)
-            # Any path (and absolute-form targets) carries an ordinary X-Road request.
-            return self.exchange(raw, content_type, soap_action, start_response)
-        except XRoadError as err:
-            return respond_error(start_response, err, ORIGIN)
-        except Exception as exc:  # the caller always gets a fault, never a traceback
-            return respond_error(start_response, internal_error(exc), ORIGIN)
-
-    def legacy_alias(self, path: str) -> Optional[LegacyAlias]:
-        for alias in self.side.conf.legacy:
-            if alias.path.rstrip("/") == path.rstrip("/"):
-                return alias
-        return None
-
-    def exchange(self, raw: bytes, content_type: Optional[str], soap_action: Optional[str],
-                 start_response):
-        status, body, ctype = self.run_exchange(raw, content_type, soap_action)
-        return respond(start_response, status, body, ctype)
-
-    def legacy_exchange(self, alias: LegacyAlias, raw: bytes, content_type: Optional[str],
-                        soap_action: Optional[str], start_response):
-        """A plain SOAP request on an alias path: X-Road headers added, then removed."""
-        check_content_type(content_type)
-        xroad_raw = legacy.add_headers(raw, content_type, alias.client, alias.service)
-        status, body, ctype = self.run_exchange(xroad_raw, SIGNED_CONTENT_TYPE, soap_action)
-        return respond(start_response, status, legacy.strip_headers(body), ctype)
-
-    def run_exchange(self, raw: bytes, content_type: Optional[str],
-                     soap_action: Optional[str]) -> tuple[int, bytes, str]:
-        """One request through the signed exchange: (HTTP status, body, content type).
-
-        Faults (ours or the peer's) are answers too, never exceptions.
-        """
-        pending = None
-        try:
-            pending = self.side.prepare(raw, content_type, soap_action)
-            resp = self.peers.send(pending)
-            return answer(self.side, pending, resp)
-        except (PeerFault, XRoadError) as exc:
-            return fault_answer(exc, pending)
+def legacy_alias(conf, path: str) -> Optional[LegacyAlias]:
+    """The legacy alias configured for ``path``, if any."""
+    for alias in conf.legacy:
+        if alias.path.rstrip("/") == path.rstrip("/"):
+            return alias
+    return None
 
 
-def answer(side: ClientSide, pending: PendingExchange, resp: Response
-           ) -> tuple[int, bytes, str]:
+def _one(query: dict, name: str) -> Optional[str]:
+    values = query.get(name)
+    return values[0].strip() or None if values else None
+
+
+def service_from_query(query_string: str) -> ServiceId:
+    """The provider's service named by X-Road's ``/wsdl`` query parameters."""
+    q = parse_qs(query_string, keep_blank_values=True)
+    missing = [n for n in _ID_PARAMS + ("serviceCode",) if not _one(q, n)]
+    if missing:
+        raise XRoadError(errors.INVALID_SERVICE_IDENTIFIER,
+                         "the /wsdl request lacks " + ", ".join(missing) + ": use /wsdl?"
+                         "xRoadInstance=..&memberClass=..&memberCode=..[&subsystemCode=..]"
+                         "&serviceCode=..[&version=..]")
+    parts = [_one(q, n) for n in _ID_PARAMS]
+    parts += [_one(q, "subsystemCode") or "", _one(q, "serviceCode")]
+    version = _one(q, "version")
+    text = "/".join(parts) + (f"/{version}" if version else "")
+    try:
+        return ServiceId.parse(text)
+    except ValueError:
+        raise XRoadError(errors.INVALID_SERVICE_IDENTIFIER,
+                         f"the /wsdl parameters do not form a service identifier "
+                         f"({text!r}): values may not contain '/'") from None
+
+
+def response_of(side: ClientSide, pending: PendingExchange, resp: Response
+                ) -> tuple[int, bytes, str]:
+    """(status, body, content type) for the client from the peer's answer."""
     body = finish(side, pending, resp)
     # SOAP 1.1 over HTTP: a Fault travels with status 500, also the service's own.
     return (500 if pending.response_is_fault else 200), body, pending.response_content_type

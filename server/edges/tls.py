@@ -33,7 +33,7 @@ def client_context(ca_pem: bytes, cert: Path, key: Path) -> ssl.SSLContext:
     # A certificate is asked for and checked once, in the handshake: no TLS 1.2
     # renegotiation, no TLS 1.3 post-handshake authentication.  A certificate alert
     # after a request was written can then only mean it was refused unhandled
-    # (edges/http_pool.py).
+    # (edges/aio/upstream.py).
     ctx.options |= ssl.OP_NO_RENEGOTIATION
     ctx.post_handshake_auth = False
     return ctx

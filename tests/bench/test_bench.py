@@ -73,15 +73,14 @@ def test_python_generator_fallback_counts_requests():
     assert r.errors == 0 and r.rps > 0 and r.p99_ms >= r.p50_ms > 0
 
 
-@pytest.mark.parametrize("kind", ["aioproxy", "proxy"])
-def test_plain_proxies_forward_the_answer_unchanged(tmp_path, kind):
+def test_plain_proxies_forward_the_answer_unchanged(tmp_path):
     from bench.scenarios import PlainProxies
     from tests.http_helpers import post
     port = free_port()
     server = wsgi.Server(("127.0.0.1", port), static(b"<fixed/>"), numthreads=4)
     server.prepare()
     threading.Thread(target=server.serve, daemon=True).start()
-    proxies = PlainProxies(tmp_path, f"http://127.0.0.1:{port}/", kind)
+    proxies = PlainProxies(tmp_path, f"http://127.0.0.1:{port}/", "aioproxy")
     try:
         reply = post(proxies.url, b"<x/>", headers={"SOAPAction": '""'})
     finally:
@@ -295,16 +294,3 @@ def test_a_single_round_reports_plain_ratios():
     line = next(ln for ln in report.table(res).splitlines() if "sqlite / direct" in ln)
     assert re.search(r"\|\s+0\.32 \|", line) and "PASS" in line, line
     assert "rounds" not in report.table(res)
-
-
-def test_engines_are_compared_side_by_side_in_the_table():
-    res = _results([(500.0, 200.0), (500.0, 220.0)])
-    threads = report.combine_rounds([_run(1, 150.0, 6.0), _run(2, 200.0, 6.0)])
-    res["scenarios"]["threads_sqlite_ec"] = threads
-    report.analyse(res)
-    # per round: 200 / 150 and 220 / 200 -> median of 1.333 and 1.1
-    assert res["ratios"]["tunduk_sqlite/threads_sqlite"] == pytest.approx(1.217, abs=0.001)
-    text = report.table(res)
-    assert re.search(r"tunduk log=sqlite EC, threads engine, c=8\s+\|\s+175 \|", text), text
-    assert "ratio tunduk sqlite: asyncio / threads engine" in text
-    assert "ratio tunduk off: asyncio / threads engine" not in text     # not measured

@@ -14,16 +14,13 @@ import pytest
 from tests.http_helpers import post
 from tests.server.edges.test_logged_exchange import ACCESS, _wait_listening
 from tests.xroad_requests import request
-from tunduk.server.conf.model import ENGINES
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_two_workers_serve_exchanges_and_stop_on_sigterm(make_federation, echo_backend,
-                                                        engine):
+def test_two_workers_serve_exchanges_and_stop_on_sigterm(make_federation, echo_backend):
     svc = {"subsystem": "registry", "code": "getBirthRecord", "version": "v1",
            "url": echo_backend.url}
     files = make_federation(services=[svc], access=ACCESS, messagelog={"backend": "sqlite"},
-                            listen={"engine": engine})
+                            )
     tunduk = [sys.executable, "-m", "tunduk.server.cli", "run", "--workers", "2"]
     procs = [subprocess.Popen(tunduk + [str(s.server_toml)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE)
@@ -49,10 +46,9 @@ def test_two_workers_serve_exchanges_and_stop_on_sigterm(make_federation, echo_b
     assert "Traceback" not in "".join(errs), errs
 
 
-@pytest.mark.parametrize("engine", ENGINES)
 def test_a_worker_that_cannot_start_makes_tunduk_run_fail_with_the_reason(
-        make_federation, engine):
-    files = make_federation(listen={"engine": engine})
+        make_federation):
+    files = make_federation()
     taken = socket.create_server(("127.0.0.1", files.provider.client_port))
     try:
         proc = subprocess.run([sys.executable, "-m", "tunduk.server.cli", "run",

@@ -1,7 +1,7 @@
-"""The event-loop engine: both proxies of a security server on one asyncio loop.
+"""Both proxies of a security server on one asyncio event loop per process.
 
-Why: on cheroot every request holds a thread, and each hand-over of the GIL between
-busy threads costs tens of microseconds on a small VM (docs/performance.md).  Here one
-thread per process runs the HTTP edges and the sans-I/O core; blocking work (message-log
-commits, metaservices, in-process services) stays on other threads.
+Why one thread: a request is short CPU work between waits on sockets, and threads
+taking the GIL from one another cost more than that work (docs/performance.md).  The
+loop runs the HTTP edges, the sans-I/O core and the message-log commits; only what
+blocks by nature (hosted spyne services) goes to an executor.
 """

@@ -14,7 +14,7 @@ from typing import Optional
 
 from .. import tls
 from .http_server import Connections, HttpConnection
-from .proxies import AioClientProxy, AioServerProxy
+from .proxies import ClientProxy, ServerProxy
 
 STOP_GRACE = 5.0      # seconds requests in progress get to finish when stopping
 
@@ -26,18 +26,21 @@ class AioEngine:
         self.servers: list[asyncio.base_events.Server] = []
         self.connections = Connections()
         self.executors: list[ThreadPoolExecutor] = []
-        self.client: Optional[AioClientProxy] = None
-        self.server: Optional[AioServerProxy] = None
+        self.client: Optional[ClientProxy] = None
+        self.server: Optional[ServerProxy] = None
 
     async def start(self) -> None:
         node, c = self.node, self.node.conf
         loop = asyncio.get_running_loop()
-        # One pool per proxy: a peer's slow getWsdl must not hold up local systems.
+        # One pool per proxy for what blocks by nature (hosted services, reading the
+        # log's status): a slow hosted service must not hold up local systems.
         self.executors = [ThreadPoolExecutor(max_workers=c.listen.threads,
                                              thread_name_prefix=f"tunduk-{side}")
                           for side in ("client-proxy", "server-proxy")]
-        self.client = AioClientProxy(node.client_app, node.peer_context, self.executors[0])
-        self.server = AioServerProxy(node.server_app, self.executors[1])
+        self.client = ClientProxy(node.client_side, node.peer_context, self.executors[0],
+                                  max_bytes=node.max_bytes)
+        self.server = ServerProxy(node.server_side, self.executors[1],
+                                  max_bytes=node.max_bytes)
         name = f"tunduk {node.conf.owner}/{node.conf.server_code}"
         attach = getattr(node.message_log, "attach_loop", None)
         if attach is not None:

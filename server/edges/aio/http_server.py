@@ -20,7 +20,7 @@ from urllib.parse import unquote_to_bytes
 
 import httptools
 
-from ..wsgi_util import status_line
+from ..answers import status_line
 
 MAX_HEAD_BYTES = 64 * 1024      # request line and header fields of one request
 MAX_HEADER_FIELDS = 100

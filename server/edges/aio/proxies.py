@@ -1,100 +1,79 @@
-"""The two proxies on the event loop: the ordinary X-Road exchange handled here,
-everything else by the threaded engine's WSGI apps on a worker thread.
+"""The two proxies on the event loop: every request a security server receives.
 
-The core steps (prepare, finish, accept, respond) run on the loop thread: they are
-CPU work without I/O.  Their message-log records are collected (``LOG_COLLECTOR``)
-and committed on the loop after the step (messagelog/loop_writer.py for SQLite,
-loop_postgres.py over an asynchronous connection; each bounds a record's wait by its
-commit timeout); a step's output leaves the server only once its records are durable.
-A log without a loop writer (one attached by another loop) goes through its writer
-thread, waited for here with the same timeout.
+The core steps (prepare, finish, accept, respond) run on the loop thread: CPU work
+without I/O.  Each returns the message-log records it made on its result
+(``records``); :class:`LogCommits` commits them on the loop (messagelog/loop_writer.py
+for SQLite, loop_postgres.py for PostgreSQL; each bounds a record's wait by its commit
+timeout) and what a step produced leaves the server only once its records are
+durable.  Only code that blocks by nature runs on the executor: hosted spyne
+services, their WSDL, and reading the message log's status for ``/healthz``.
 """
 from __future__ import annotations
 
 import asyncio
+import json
 from concurrent.futures import Executor
 from typing import Optional
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
-from ...conf.model import LocalService
-from ...core import detached
-from ...core.client_side import PendingExchange
-from ...core.envelope import check_soap_action
+from tunduk.schemas import SCHEMA_NAMES, schema_bytes
+
+from ...conf.model import LegacyAlias, LocalService
+from ...core import detached, errors, getwsdl, legacy
+from ...core.client_side import SIGNED_CONTENT_TYPE, PendingExchange, check_content_type
+from ...core.envelope import check_soap_action, parse_xml
 from ...core.errors import MLOG_FAILED, Origin, PeerFault, XRoadError
 from ...core.faults import FAULT_CONTENT_TYPE
-from ...core.side import LOG_COLLECTOR
-from ..backend import backend_path, request_headers, unreachable
-from ..client_proxy import ClientProxyApp, Failover, PeerPins, answer, fault_answer
-from ..http_pool import Response, TransportError
-from ..server_proxy import ServerProxyApp, answer_headers
-from ..wsgi_util import fault_body, internal_error, too_large
+from ...core.identifiers import ClientId
+from ...core.metaservices import list_clients_xml
+from ...core.server_side import BACKEND_CONTENT_TYPE, AcceptedRequest
+from ...core.wsdl import prepare_wsdl
+from ...messagelog.health import health
+from ...services.hosting import call_wsgi, load_wsgi_app, local_wsdl
+from ..answers import fault_body, internal_error, too_large
+from ..backend import (WSDL_PLACEHOLDER_ADDRESS, backend_path, request_headers, unreachable,
+                       wsdl_location)
+from ..client_proxy import (Failover, PeerPins, fault_answer, legacy_alias, response_of,
+                            service_from_query)
+from ..http_wire import Response, TransportError
 from .http_server import Answer, Request
 from .upstream import AsyncPool, AsyncPools
-from .wsgi_bridge import run_app
 
 _SIGNATURE = detached.SIGNATURE_HEADER.lower()
-COMMIT_TIMEOUT = 60.0     # seconds, as GroupWriter.commit_timeout on the threaded engine
+XML_CONTENT_TYPE = "text/xml; charset=utf-8"
 
 
-class LogWaits:
-    """The records one exchange's core steps log: ``step`` returns a step's result
-    once all its records are durable, or raises MessageLogFailed."""
+class LogCommits:
+    """Commits core steps' records on the loop; ``commit`` returns once all are
+    durable, or raises MessageLogFailed."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.futures: list[asyncio.Future] = []
-        self.threaded = False    # some records went to a writer thread (need a timeout)
+    def __init__(self, message_log, executor: Executor) -> None:
+        self.log, self.executor = message_log, executor
 
-    def collect(self, message_log, record) -> None:
-        on_loop = getattr(message_log, "submit_on_loop", None)
-        future = on_loop(record, self.loop) if on_loop is not None else None
-        if future is not None:
-            # committed on this loop (loop_writer.py), which bounds its own wait
-            self.futures.append(future)
+    async def commit(self, records: list) -> None:
+        if not records:
             return
-        submit = getattr(message_log, "submit", None)
-        if submit is None:                 # a log without a writer thread: in-line
-            message_log.log(record)
-            return
-        future = self.loop.create_future()
-        loop = self.loop
-
-        def done(seq: Optional[int], error: Optional[str]) -> None:
-            if loop.is_closed():           # stopped meanwhile: nobody waits for it
-                return
-            try:
-                loop.call_soon_threadsafe(_settle, future, error)
-            except RuntimeError:           # closed between the check and the call
-                pass
-        submit(record, done)
-        self.futures.append(future)
-        self.threaded = True
-
-    async def step(self, fn, *args):
-        """``fn(*args)`` (a core step) with its records collected and waited for."""
-        token = LOG_COLLECTOR.set(self.collect)
-        try:
-            result = fn(*args)
-        finally:
-            LOG_COLLECTOR.reset(token)
-        if self.futures:
-            futures, self.futures = self.futures, []
-            if self.threaded:
-                self.threaded = False
-                _, late = await asyncio.wait(futures, timeout=COMMIT_TIMEOUT)
-                if late:
-                    raise XRoadError(MLOG_FAILED, "message log did not commit the record "
-                                                  f"within {COMMIT_TIMEOUT:.0f} s")
-            for future in futures:
-                error = await future      # (a done future does not suspend)
-                if error is not None:
-                    raise XRoadError(MLOG_FAILED, error)
-        return result
+        loop = asyncio.get_running_loop()
+        futures = []
+        for record in records:
+            future = self.log.submit_on_loop(record, loop)
+            if future is None:          # no writer on this loop: the blocking store
+                future = loop.run_in_executor(self.executor, _log_blocking, self.log,
+                                              record)
+            futures.append(future)
+        records.clear()
+        for future in futures:
+            error = await future        # (a done future does not suspend)
+            if error is not None:
+                raise XRoadError(MLOG_FAILED, error)
 
 
-def _settle(future: asyncio.Future, error: Optional[str]) -> None:
-    if not future.done():
-        future.set_result(error)
+def _log_blocking(message_log, record) -> Optional[str]:
+    try:
+        message_log.log(record)
+    except XRoadError as err:
+        return err.message
+    return None
 
 
 def fault(err: XRoadError, origin: Origin, headers=None) -> Answer:
@@ -102,54 +81,82 @@ def fault(err: XRoadError, origin: Origin, headers=None) -> Answer:
                   fault_body(err, origin, headers))
 
 
-class AioClientProxy:
-    """Local systems POST X-Road SOAP here (plain HTTP)."""
+def _xml(body: bytes, status: int = 200) -> Answer:
+    return Answer(status, [("Content-Type", XML_CONTENT_TYPE)], body)
 
-    def __init__(self, app: ClientProxyApp, ssl_context, executor: Executor,
-                 timeout: float = 60.0) -> None:
-        self.app, self.side, self.executor = app, app.side, executor
-        self.ssl_context, self.timeout = ssl_context, timeout
+
+class ClientProxy:
+    """Local systems POST X-Road SOAP here (plain HTTP); GET serves ``/listClients``,
+    ``/wsdl?...``, ``/xsd/<name>`` and ``/healthz``."""
+
+    origin = Origin.CLIENT_PROXY
+
+    def __init__(self, side, ssl_context, executor: Executor, *, timeout: float = 60.0,
+                 max_bytes: int) -> None:
+        self.side, self.conf, self.executor = side, side.conf, executor
+        self.ssl_context, self.timeout, self.max_bytes = ssl_context, timeout, max_bytes
         self.pools = AsyncPools(self._make_pool)
         self.pins = PeerPins()
+        self.logs = LogCommits(side.log, executor)
+        owner = self.conf.owner
+        self.owner = ClientId(owner.instance, owner.member_class, owner.member_code)
 
     def _make_pool(self, host: str, port: int) -> AsyncPool:
         return AsyncPool(host, port, ssl_context=self.ssl_context, timeout=self.timeout,
                          verify_peer=self.pins.verifier(host, port))
 
-    @property
-    def max_bytes(self) -> int:
-        return self.app.max_bytes
-
     async def __call__(self, request: Request) -> Answer:
-        origin = Origin.CLIENT_PROXY
         try:
             if request.too_large:
                 raise too_large(request.too_large)
-            if request.method != "POST" or self.app.legacy_alias(request.path):
-                return await run_app(self.executor, self.app, request)
-            status, body, ctype = await self.exchange(
-                request.body, request.headers.get("content-type"),
-                request.headers.get("soapaction"))
-            return Answer(status, [("Content-Type", ctype)], body)
+            if request.method == "GET":
+                return await self.get(request)
+            if request.method != "POST":
+                raise XRoadError(errors.INVALID_HTTP_METHOD,
+                                 f"HTTP {request.method} is not accepted here: POST an "
+                                 "X-Road SOAP request (GET serves /wsdl and /listClients)",
+                                 http_status=405)
+            headers = request.headers
+            ctype, action = headers.get("content-type"), headers.get("soapaction")
+            alias = legacy_alias(self.conf, request.path)
+            if alias is not None:
+                return await self.legacy(alias, request.body, ctype, action)
+            # Any path (and absolute-form targets) carries an ordinary X-Road request.
+            status, body, out_type = await self.exchange(request.body, ctype, action)
+            return Answer(status, [("Content-Type", out_type)], body)
+        except PeerFault as peer:
+            return Answer(500, [("Content-Type", peer.content_type)], peer.body)
         except XRoadError as err:
-            return fault(err, origin)
+            return fault(err, self.origin)
         except Exception as exc:   # the caller always gets a fault, never a traceback
-            return fault(internal_error(exc), origin)
+            return fault(internal_error(exc), self.origin)
 
     async def exchange(self, raw: bytes, content_type: Optional[str],
                        soap_action: Optional[str]) -> tuple[int, bytes, str]:
-        """As ``ClientProxyApp.run_exchange``: faults are answers too."""
-        waits = LogWaits(asyncio.get_running_loop())
+        """One request through the signed exchange: (HTTP status, body, content type);
+        faults (ours or the peer's) are answers too."""
         pending = None
         try:
-            pending = await waits.step(self.side.prepare, raw, content_type, soap_action)
+            pending = self.side.prepare(raw, content_type, soap_action)
+            await self.logs.commit(pending.records)
             resp = await self.send(pending)
-            return await waits.step(answer, self.side, pending, resp)
+            status, body, ctype = response_of(self.side, pending, resp)
+            await self.logs.commit(pending.records)
+            return status, body, ctype
         except (PeerFault, XRoadError) as exc:
             return fault_answer(exc, pending)
 
+    async def legacy(self, alias: LegacyAlias, raw: bytes, content_type: Optional[str],
+                     soap_action: Optional[str]) -> Answer:
+        """A plain SOAP request on an alias path: X-Road headers added, then removed."""
+        check_content_type(content_type)
+        xroad_raw = legacy.add_headers(raw, content_type, alias.client, alias.service)
+        status, body, ctype = await self.exchange(xroad_raw, SIGNED_CONTENT_TYPE,
+                                                  soap_action)
+        return Answer(status, [("Content-Type", ctype)], legacy.strip_headers(body))
+
     async def send(self, pending: PendingExchange) -> Response:
-        """To the provider's first server that takes it (as ``PeerClient.send``)."""
+        """To the provider's first server that takes it."""
         attempts = Failover(pending, self.pins)
         for host, port in attempts:
             try:
@@ -159,69 +166,162 @@ class AioClientProxy:
                 attempts.failed(exc)
         raise attempts.exhausted()
 
+    # -- GET ------------------------------------------------------------------------
+    async def get(self, request: Request) -> Answer:
+        path = request.path.rstrip("/")
+        if path == "/listClients":
+            q = parse_qs(request.query)
+            instance = (q.get("xRoadInstance") or [""])[0].strip() or None
+            return _xml(list_clients_xml(self.conf.federation, instance))
+        if path == "/wsdl":
+            return await self.wsdl(request)
+        if request.path.startswith("/xsd/"):
+            name = request.path[len("/xsd/"):]
+            if name not in SCHEMA_NAMES:
+                raise XRoadError(errors.INVALID_HTTP_METHOD,
+                                 f"no schema {name!r} here; available: "
+                                 + ", ".join(SCHEMA_NAMES), http_status=404)
+            return _xml(schema_bytes(name))
+        if path == "/healthz":
+            status, doc = await asyncio.get_running_loop().run_in_executor(
+                self.executor, health, self.side.log)
+            body = json.dumps(doc, indent=1, sort_keys=True).encode("utf-8") + b"\n"
+            return Answer(status, [("Content-Type", "application/json")], body)
+        raise XRoadError(errors.INVALID_HTTP_METHOD,
+                         f"nothing to GET at {request.path}: GET serves /listClients, "
+                         "/wsdl?..., /xsd/<schema> and /healthz; POST X-Road requests",
+                         http_status=404)
+
+    async def wsdl(self, request: Request) -> Answer:
+        """The service's WSDL, asked of the provider with getWsdl through the signed
+        exchange (as this server's owner), rewritten to point at this client proxy."""
+        service = service_from_query(request.query)
+        raw = getwsdl.request_envelope(self.owner, service)
+        pending = self.side.prepare(raw, SIGNED_CONTENT_TYPE)
+        await self.logs.commit(pending.records)
+        resp = await self.send(pending)
+        _, body, _ = response_of(self.side, pending, resp)
+        await self.logs.commit(pending.records)
+        root = parse_xml(body)
+        fault_el = root.find("{http://schemas.xmlsoap.org/soap/envelope/}Body/"
+                             "{http://schemas.xmlsoap.org/soap/envelope/}Fault")
+        if fault_el is not None:
+            # A signed fault (unusual for a metaservice): pass its code on.
+            code = (fault_el.findtext("faultcode") or "").split(":")[-1].strip()
+            raise XRoadError(code or errors.WSDL_FAILED,
+                             fault_el.findtext("faultstring") or "getWsdl failed")
+        answer = getwsdl.read_response(root)
+        base = _base_url(request)
+        return _xml(prepare_wsdl(answer.wsdl, soap_address=base + "/",
+                                 schema_base_url=base + "/xsd/",
+                                 service_version=answer.service_version or service.version))
+
     def close(self) -> None:
         self.pools.close()
 
 
-class AioServerProxy:
+def _base_url(request: Request) -> str:
+    """This client proxy's own base URL as the caller reached it (Host header first)."""
+    scheme = "https" if request.tls else "http"
+    host = request.headers.get("host")
+    if not host:
+        name, port = request.server_address[:2]
+        host = name if port == (443 if request.tls else 80) else f"{name}:{port}"
+    return f"{scheme}://{host}"
+
+
+class ServerProxy:
     """Peers POST signed requests here (mutual TLS)."""
 
-    def __init__(self, app: ServerProxyApp, executor: Executor) -> None:
-        self.app, self.side, self.executor = app, app.side, executor
+    origin = Origin.SERVER_PROXY
+
+    def __init__(self, side, executor: Executor, *, max_bytes: int) -> None:
+        self.side, self.executor, self.max_bytes = side, executor, max_bytes
         self.pools = AsyncPools(self._make_pool)
+        self.logs = LogCommits(side.log, executor)
+        from ..backend import Backends
+        self.backends = Backends()
 
     def _make_pool(self, scheme: str, host: str, port: Optional[int],
                    timeout: float) -> AsyncPool:
-        tls, port = self.app.backends.endpoint(scheme, port)
+        tls, port = self.backends.endpoint(scheme, port)
         return AsyncPool(host, port, ssl_context=tls, timeout=timeout)
 
-    @property
-    def max_bytes(self) -> int:
-        return self.app.max_bytes
-
     async def __call__(self, request: Request) -> Answer:
-        origin = Origin.SERVER_PROXY
         accepted = None
         try:
             if request.method != "POST":
-                return await run_app(self.executor, self.app, request)
+                raise XRoadError(errors.INVALID_HTTP_METHOD,
+                                 "the server proxy accepts only POST", http_status=405)
             if request.too_large:
                 raise too_large(request.too_large)
             headers = request.headers
-            waits = LogWaits(asyncio.get_running_loop())
             signature = detached.from_header(headers.get(_SIGNATURE))
-            accepted = await waits.step(self.side.accept, request.body,
-                                        headers.get("content-type"),
+            accepted = self.side.accept(request.body, headers.get("content-type"),
                                         request.peer_cert_der, signature)
-            soap_action = headers.get("soapaction")
-            if accepted.meta is not None or accepted.service.spyne:
-                # metaservices and in-process services: blocking, on a worker thread
-                body = await asyncio.get_running_loop().run_in_executor(
-                    self.executor, self.app.answer, accepted, soap_action)
-            else:
-                check_soap_action(soap_action, accepted.request.xroad.service.service_code)
-                resp = await self.call(accepted.service, accepted.backend_body,
-                                       accepted.backend_content_type, soap_action)
-                body = await waits.step(self.side.respond, accepted, resp.body,
-                                        resp.headers.get("content-type"), resp.status)
+            await self.logs.commit(accepted.records)
+            status, resp_headers, raw = await self.answer(accepted,
+                                                          headers.get("soapaction"))
+            body = self.side.respond(accepted, raw, resp_headers.get("content-type"),
+                                     status)
+            await self.logs.commit(accepted.records)
             return Answer(200, [("Content-Type", accepted.response_content_type),
-                                *answer_headers(accepted)], body)
+                                (detached.SIGNATURE_HEADER,
+                                 detached.header_value(accepted.response_signature))],
+                          body)
         except XRoadError as err:
             headers = accepted.request.xroad.elements if accepted is not None else None
-            return fault(err, origin, headers)
+            return fault(err, self.origin, headers)
         except Exception as exc:
-            return fault(internal_error(exc), origin)
+            return fault(internal_error(exc), self.origin)
 
-    async def call(self, service: LocalService, body: bytes, content_type: str,
-                   soap_action: Optional[str]) -> Response:
+    async def answer(self, accepted: AcceptedRequest, soap_action: Optional[str]
+                     ) -> tuple[int, dict, bytes]:
+        """(status, lower-cased headers, body) of the unsigned answer: from a
+        metaservice, a hosted service or the backend."""
+        if accepted.meta == getwsdl.GET_WSDL:
+            target = self.side.wsdl_target(accepted)
+            wsdl = await self.fetch_wsdl(target)
+            return 200, {"content-type": BACKEND_CONTENT_TYPE}, \
+                self.side.wsdl_response(accepted, target, wsdl)
+        if accepted.meta is not None:
+            return 200, {"content-type": BACKEND_CONTENT_TYPE}, \
+                self.side.method_list(accepted)
+        service = accepted.service
+        check_soap_action(soap_action, accepted.request.xroad.service.service_code)
+        headers = request_headers(accepted.backend_content_type, soap_action)
+        if service.spyne:                 # hosted in-process: blocking by nature
+            return await asyncio.get_running_loop().run_in_executor(
+                self.executor, call_wsgi, load_wsgi_app(service.spyne), "POST",
+                "http://localhost/", accepted.backend_body, headers)
         url = urlsplit(service.backend_url)
         pool = self.pools.get(url.scheme, url.hostname, url.port, service.timeout)
         try:
-            return await pool.post(backend_path(url), body,
-                                   request_headers(content_type, soap_action))
+            resp = await pool.post(backend_path(url), accepted.backend_body, headers)
         except TransportError as exc:
             raise unreachable(service, exc) from None
+        return resp.status, resp.headers, resp.body
+
+    async def fetch_wsdl(self, service: LocalService) -> bytes:
+        """The service's own WSDL: from the hosted spyne app, or by GET from the
+        backend (``wsdl_url``, else ``<backend url>?wsdl``)."""
+        if service.spyne:
+            return await asyncio.get_running_loop().run_in_executor(
+                self.executor, local_wsdl, service.spyne, WSDL_PLACEHOLDER_ADDRESS)
+        location = wsdl_location(service)
+        url = urlsplit(location)
+        pool = self.pools.get(url.scheme, url.hostname, url.port, service.timeout)
+        try:
+            resp = await pool.request("GET", backend_path(url), None, {})
+        except TransportError as exc:
+            raise XRoadError(errors.WSDL_FAILED,
+                             f"could not fetch the WSDL of {service.id} from {location}: "
+                             f"{exc}") from None
+        if resp.status != 200:
+            raise XRoadError(errors.WSDL_FAILED,
+                             f"the WSDL of {service.id} at {location} answered HTTP "
+                             f"{resp.status}")
+        return resp.body
 
     def close(self) -> None:
         self.pools.close()
-

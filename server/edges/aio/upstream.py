@@ -1,9 +1,8 @@
 """Keep-alive HTTP/1.1 connections to one peer or backend, on the event loop.
 
-The same contract as ``edges.http_pool.Pool`` (which the threaded engine uses): the
-peer certificate is pinned before any byte of a request leaves, every failure is a
-``TransportError`` whose ``sent`` is False only when the request certainly was not
-handled, answers are parsed by httptools under the same limits (``_ResponseReader``).
+The contract: the peer certificate is pinned before any byte of a request leaves,
+every failure is a ``TransportError`` whose ``sent`` is False only when the request
+certainly was not handled, answers are parsed by http_wire.ResponseReader.
 """
 from __future__ import annotations
 
@@ -15,9 +14,9 @@ from typing import Callable, Optional
 
 import httptools
 
-from ..http_pool import (MAX_HEAD_BYTES, Response, ResponseTooLarge, TransportError,
-                         _BadResponse, _certificate_refused, _ExtraBytes, _ResponseReader,
-                         describe, encode_request, host_header)
+from ..http_wire import (MAX_HEAD_BYTES, BadResponse, ExtraBytes, Response, ResponseReader,
+                         ResponseTooLarge, TransportError, certificate_refused, describe,
+                         encode_request, host_header)
 
 
 class _Closed(Exception):
@@ -35,7 +34,7 @@ class _Upstream(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.transport: Optional[asyncio.Transport] = None
-        self.reader: Optional[_ResponseReader] = None
+        self.reader: Optional[ResponseReader] = None
         self.waiter: Optional[asyncio.Future] = None
         self.received = 0
         self.open = True
@@ -53,7 +52,7 @@ class _Upstream(asyncio.Protocol):
         transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP,
                                                       socket.TCP_NODELAY, 1)
 
-    def begin(self, message: bytes, reader: _ResponseReader,
+    def begin(self, message: bytes, reader: ResponseReader,
               timeout: float) -> asyncio.Future:
         """Send ``message``; the future settles when the answer is complete, or fails
         (TimeoutError after ``timeout`` seconds: a timer, not a task per request)."""
@@ -96,9 +95,9 @@ class _Upstream(asyncio.Protocol):
             reader.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
-            if isinstance(cause, _ExtraBytes):
+            if isinstance(cause, ExtraBytes):
                 reader.keep_alive = False    # answer complete; the stream is suspect
-            elif isinstance(cause, (ResponseTooLarge, _BadResponse)):
+            elif isinstance(cause, (ResponseTooLarge, BadResponse)):
                 return self._fail(cause)
             else:
                 return self._fail(exc)
@@ -106,7 +105,7 @@ class _Upstream(asyncio.Protocol):
             if not reader.complete:
                 return self._fail(exc)
             reader.keep_alive = False        # data after a "Connection: close" answer
-        except (httptools.HttpParserUpgrade, ResponseTooLarge, _BadResponse) as exc:
+        except (httptools.HttpParserUpgrade, ResponseTooLarge, BadResponse) as exc:
             return self._fail(exc)
         if reader.complete:
             self._settle()
@@ -233,7 +232,7 @@ class AsyncPool:
                 fresh, conn = True, await self._connect()
                 return await self._roundtrip(conn, message)
         except _Closed as exc:
-            if fresh and _certificate_refused(exc.cause, exc.received):
+            if fresh and certificate_refused(exc.cause, exc.received):
                 raise _refused(exc.cause) from None
             if exc.unsent and not exc.received:
                 # the request never wholly left: the server cannot have handled it
@@ -249,7 +248,7 @@ class AsyncPool:
             conn.transport.abort()     # not close(): it would wait to send the rest
             raise TransportError("timed out") from None
         except (OSError, httptools.HttpParserError, httptools.HttpParserUpgrade,
-                ResponseTooLarge, _BadResponse) as exc:
+                ResponseTooLarge, BadResponse) as exc:
             conn.transport.abort()
             raise TransportError(describe(exc)) from exc
         except asyncio.CancelledError:
@@ -258,7 +257,7 @@ class AsyncPool:
             raise
 
     async def _roundtrip(self, conn: _Upstream, message: bytes) -> Response:
-        reader = _ResponseReader(self.max_response_bytes)
+        reader = ResponseReader(self.max_response_bytes)
         await conn.begin(message, reader, self.timeout)
         conn.reader = None
         result = Response(reader.status, reader.headers, b"".join(reader.chunks),
@@ -301,7 +300,7 @@ class AsyncPool:
                         await asyncio.wait_for(conn.ended.wait(), 1.0)
                     except (asyncio.TimeoutError, TimeoutError):
                         pass
-                    if _certificate_refused(conn.lost, 0):
+                    if certificate_refused(conn.lost, 0):
                         raise _refused(conn.lost) from None
                     raise TransportError("the server closed the connection during the "
                                          "TLS handshake", sent=False) from None

@@ -146,9 +146,10 @@ CASES = {
                           "server", "listen.server_proxy", "out of range"),
     "wrong type": (lambda s, f, x: _set(s, ["listen", "workers"], "2"),
                    "server", "listen.workers", "expected integer, got string"),
-    "unknown engine": (lambda s, f, x: _set(s, ["listen", "engine"], "uvloop"),
-                       "server", "listen.engine",
-                       "must be one of asyncio, threads (got 'uvloop')"),
+    "removed engine key": (lambda s, f, x: _set(s, ["listen", "engine"], "threads"),
+                           "server", "listen.engine",
+                           "this key was removed: every request is served on the event "
+                           "loop now"),
     "missing key file": (lambda s, f, x: _set(s, ["keys", "sign_cert"], "missing.pem"),
                          "server", "keys.sign_cert", "file not found"),
     "not a certificate": (lambda s, f, x: _set(s, ["keys", "sign_cert"], "server.toml"),

@@ -16,7 +16,6 @@ from lxml import etree
 from tests.http_helpers import post
 from tests.xroad_requests import request
 from tunduk.server import pki
-from tunduk.server.conf.model import ENGINES
 from tunduk.server.core import detached
 from tunduk.server.core.client_side import ClientSide, PendingExchange
 from tunduk.server.core.identifiers import MemberId
@@ -28,11 +27,11 @@ WSU_ID = "{http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-ut
 ACCESS = [{"service": "registry/getBirthRecord", "clients": ["KG/GOV/70000002/centre"]}]
 
 
-@pytest.fixture(params=ENGINES)
-def fed(request, run_federation, echo_backend):
+@pytest.fixture
+def fed(run_federation, echo_backend):
     svc = {"subsystem": "registry", "code": "getBirthRecord", "version": "v1",
            "url": echo_backend.url}
-    return run_federation(request.param, services=[svc], access=ACCESS)
+    return run_federation(services=[svc], access=ACCESS)
 
 
 def tls_context(fed, cert=None, key=None) -> ssl.SSLContext:

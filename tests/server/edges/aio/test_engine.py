@@ -12,7 +12,7 @@ def test_stop_while_a_tls_connection_is_closing_closes_everything(run_federation
     # peer neither reads nor answers it, so the connection is still closing when the
     # node stops.  Stopping must not trip over it (an SSL transport must not be closed
     # twice) and must still close the message log.
-    fed = run_federation("asyncio", messagelog={"backend": "sqlite"})
+    fed = run_federation(messagelog={"backend": "sqlite"})
     host, port = fed.provider.server_proxy_address
     raw = socket.create_connection((host, port))
     tls = tls_context(fed).wrap_socket(raw, server_hostname=host)

@@ -9,12 +9,12 @@ import time
 
 import pytest
 
-from tests.server.edges.test_cheroot_io import _read_answers
+from tests.http_helpers import read_answers as _read_answers
 from tunduk.server.core.errors import Origin
 from tunduk.server.edges.aio.http_server import (MAX_HEAD_BYTES, Answer, Connections,
                                                  HttpConnection, Request)
 from tunduk.server.edges.aio.proxies import fault
-from tunduk.server.edges.wsgi_util import too_large
+from tunduk.server.edges.answers import too_large
 
 MB = 1 << 20
 

@@ -1,5 +1,5 @@
-"""The event-loop keep-alive client (edges/aio/upstream.py ``AsyncPool``) against the
-contract of the blocking ``Pool``: the tests of test_http_pool.py, on an event loop."""
+"""The event-loop keep-alive client (edges/aio/upstream.py ``AsyncPool``): bounded
+answers, pinned peers, and whether a failed request may be tried on another server."""
 from __future__ import annotations
 
 import asyncio
@@ -12,11 +12,11 @@ import pytest
 from cheroot import wsgi
 
 from tests.fixtures.pki import free_port
-from tests.server.edges.test_http_pool import (  # noqa: F401, F811 (fixtures, by name)
-    EarlyAnswerServer, ScriptedServer, _tls_server, big_answer_server, tls_files,
-    tls_material)
+from tests.server.edges.upstream_servers import (  # noqa: F401, F811 (fixtures, by name)
+    EarlyAnswerServer, ScriptedServer, big_answer_server, tls_files, tls_material,
+    tls_server)
 from tunduk.server.edges.aio.upstream import AsyncPool, _Upstream
-from tunduk.server.edges.http_pool import TransportError, pin_to
+from tunduk.server.edges.http_wire import TransportError, pin_to
 
 
 class _Loop:
@@ -309,7 +309,7 @@ def test_large_request_read_whole_then_closed_without_answer_is_sent_once(aio, p
 
 def test_peer_certificate_pin_mismatch_sends_no_request_byte(aio, tls_material):
     server_ctx, client_ctx, _der = tls_material
-    port, got, t = _tls_server(server_ctx, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    port, got, t = tls_server(server_ctx, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
                                clean_close=True)
     pool = aio.pool(port, ssl_context=client_ctx,
                     verify_peer=pin_to(frozenset({"00" * 32})))
@@ -323,7 +323,7 @@ def test_peer_certificate_pin_mismatch_sends_no_request_byte(aio, tls_material):
 
 def test_pinned_peer_answers_over_tls(aio, tls_material):
     server_ctx, client_ctx, der = tls_material
-    port, got, t = _tls_server(server_ctx,
+    port, got, t = tls_server(server_ctx,
                                b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n<a/>",
                                clean_close=True)
     pool = aio.pool(port, ssl_context=client_ctx,
@@ -336,7 +336,7 @@ def test_pinned_peer_answers_over_tls(aio, tls_material):
 
 def test_close_delimited_answer_cut_by_a_bare_fin_over_tls_is_refused(aio, tls_material):
     server_ctx, client_ctx, _der = tls_material
-    port, _got, t = _tls_server(
+    port, _got, t = tls_server(
         server_ctx, b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\n\r\n<Body><amount>100",
         clean_close=False)
     with pytest.raises(TransportError) as ei:
@@ -347,7 +347,7 @@ def test_close_delimited_answer_cut_by_a_bare_fin_over_tls_is_refused(aio, tls_m
 
 def test_close_delimited_answer_with_tls_close_notify_is_complete(aio, tls_material):
     server_ctx, client_ctx, _der = tls_material
-    port, _got, t = _tls_server(
+    port, _got, t = tls_server(
         server_ctx, b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\n\r\n<Body/>",
         clean_close=True)
     answer = aio.run(aio.pool(port, ssl_context=client_ctx).post("/", b"<q/>", {}))
@@ -468,7 +468,7 @@ def test_a_refused_client_certificate_means_the_request_was_not_handled(
     strict.load_verify_locations(cadata=ssl.DER_cert_to_PEM_cert(der))
     if not tls13:
         strict.maximum_version = ssl.TLSVersion.TLSv1_2
-    port, got, t = _tls_server(strict, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    port, got, t = tls_server(strict, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
                                clean_close=True)
     with pytest.raises(TransportError) as ei:
         aio.run(aio.pool(port, ssl_context=client_ctx, timeout=5).post("/", b"<q/>", {}))
