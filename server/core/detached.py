@@ -10,8 +10,14 @@ nothing can be wrapped and the bytes travel on unchanged.
 The signature document (``ds:Signature``, built as text in canonical form) has exactly
 two references: ``cid:message``, the SHA-256 of the message bytes, and ``#props``, a
 ``ds:Object`` holding the message's Content-Type, a ``wsu:Timestamp`` and, for a
-request, the X-Road requestHash of the client's original SOAP message.  Verification
-accepts that shape and nothing else.
+request, the X-Road requestHash of the client's original SOAP message and a random
+nonce.  Verification accepts that shape and nothing else.
+
+One signing act has one SignedInfo (its digest is the replay key a provider
+remembers), and one signature value: ECDSA signatures are written and accepted only
+with a low s (an (r, n-s) twin would otherwise pass as another signature), and a
+signature may live at most ``MAX_LIFETIME`` seconds, clocks differing by at most
+``MAX_SKEW``.
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import os
 import re
 import string
 from dataclasses import dataclass
@@ -41,6 +48,18 @@ MESSAGE_URI = "cid:message"
 PROPS_ID = "props"
 MAX_SIGNATURE_BYTES = 32 * 1024
 SIGNATURE_HEADER = "X-Tunduk-Signature"
+MAX_LIFETIME = 300       # s between a signature's Created and Expires, at most
+MAX_SKEW = 60            # s two servers' clocks may differ
+
+#: Order of the group of each curve tunduk signs with: a low s is at most half of it.
+_CURVE_ORDERS = {
+    "secp256r1": 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551,
+    "secp384r1": int("FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF"
+                     "581A0DB248B0A77AECEC196ACCC52973", 16),
+    "secp521r1": int("01FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF"
+                     "FFFFFFFA51868783BF2F966B7FCC0148F709A5D03BB5C9B8899C47AEBB6FB71E9138"
+                     "6409", 16),
+}
 
 _DS = f"{{{DS_NS}}}"
 _T = f"{{{TUNDUK_SIG_NS}}}"
@@ -56,6 +75,10 @@ class VerifiedMessage:
     created: datetime
     signature_value: bytes
     request_hash: Optional[str]     # a request's requestHash (None on a response)
+    expires: Optional[datetime] = None
+    #: SHA-256 (hex) of the signed SignedInfo: one per signing act, whatever the
+    #: signature value
+    replay_key: Optional[str] = None
 
 
 def escape(text: str) -> str:
@@ -80,7 +103,8 @@ def _invalid(message: str) -> XRoadError:
 
 _PROPS = (f'<ds:Object xmlns:ds="{DS_NS}" Id="{PROPS_ID}"><tsig:properties '
           f'xmlns:tsig="{TUNDUK_SIG_NS}"><tsig:contentType>{{content_type}}'
-          f'</tsig:contentType>{{request_hash}}<wsu:Timestamp xmlns:wsu="{WSU_NS}">'
+          f'</tsig:contentType>{{request_hash}}<tsig:nonce>{{nonce}}</tsig:nonce>'
+          f'<wsu:Timestamp xmlns:wsu="{WSU_NS}">'
           '<wsu:Created>{created}</wsu:Created><wsu:Expires>{expires}</wsu:Expires>'
           '</wsu:Timestamp></tsig:properties></ds:Object>')
 _REQUEST_HASH = "<tsig:requestHash>{request_hash}</tsig:requestHash>"
@@ -130,6 +154,7 @@ _EXACT = re.compile(_pattern(_SIGNATURE, {
         "content_type": "(?P<content_type>[^<]*)",
         "request_hash": "(?:%s)?" % _pattern(
             _REQUEST_HASH, {"request_hash": f"(?P<request_hash>{_B64_RE})"}),
+        "nonce": f"(?P<nonce>{_B64_RE})",
         "created": f"(?P<created>{_TIME_RE})",
         "expires": f"(?P<expires>{_TIME_RE})"}),
 }))
@@ -142,9 +167,10 @@ _SIGNABLE_TEXT = re.compile("[\t\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]*"
 # ---------------------------------------------------------------------------- sign
 
 def sign_message(data: bytes, content_type: str, key: SigningKey, *,
-                 request_hash: Optional[str] = None, ttl: int = 300,
+                 request_hash: Optional[str] = None, ttl: int = MAX_LIFETIME,
                  now: Optional[datetime] = None) -> bytes:
-    """The signature document over ``data`` as sent with ``content_type``."""
+    """The signature document over ``data`` as sent with ``content_type``; a fresh
+    nonce makes each call a signing act of its own."""
     if not _SIGNABLE_TEXT.fullmatch(content_type):
         raise XRoadError(errors.INVALID_CONTENT_TYPE,
                          f"Content-Type {content_type!r} holds control characters")
@@ -153,6 +179,7 @@ def sign_message(data: bytes, content_type: str, key: SigningKey, *,
         content_type=escape(content_type),
         request_hash=(_REQUEST_HASH.format(request_hash=escape(request_hash))
                       if request_hash is not None else ""),
+        nonce=_b64(os.urandom(16)),
         created=_utc_text(now), expires=_utc_text(now + timedelta(seconds=ttl)))
     signed_info = _SIGNED_INFO.format(
         method=key._method_uri,
@@ -165,8 +192,28 @@ def sign_message(data: bytes, content_type: str, key: SigningKey, *,
         raw = ctx.sign_binary(signed_info.encode(), _XMLSEC_TRANSFORMS[key._method_uri])
     except xmlsec.Error as exc:
         raise XRoadError(errors.INTERNAL_ERROR, f"signing the message failed: {exc}")
+    order = _CURVE_ORDERS.get(getattr(getattr(key.cert.public_key(), "curve", None),
+                                      "name", None))
+    if order is not None:
+        raw = _low_s(raw, order)
     return _SIGNATURE.format(signed_info=signed_info, signature_value=_b64(raw),
                              certificate=key._cert_b64, props=props).encode()
+
+
+def _low_s(raw: bytes, order: int) -> bytes:
+    """An ECDSA signature (r || s, fixed width) with s replaced by n - s when s is in
+    the upper half: the same signature, in the one form verifiers accept."""
+    half = len(raw) // 2
+    s = int.from_bytes(raw[half:], "big")
+    if s <= order // 2:
+        return raw
+    return raw[:half] + (order - s).to_bytes(half, "big")
+
+
+def _high_s(raw: bytes, cert: x509.Certificate) -> bool:
+    order = _CURVE_ORDERS.get(getattr(getattr(cert.public_key(), "curve", None),
+                                      "name", None))
+    return order is not None and int.from_bytes(raw[len(raw) // 2:], "big") > order // 2
 
 
 def header_value(signature: bytes) -> str:
@@ -198,6 +245,7 @@ class _Checked(NamedTuple):
     created: Optional[str]       # None only from a logged document without them
     expires: Optional[str]
     request_hash: Optional[str]
+    signed_info: bytes           # the canonical SignedInfo that was signed
 
 
 _WSSE_NS = (b"http://docs.oasis-open.org/wss/2004/01/"
@@ -251,7 +299,8 @@ def _check(data: bytes, content_type: str, signature: bytes,
     if not _SIGNABLE_TEXT.fullmatch(content_type):   # only a key holder could sign it
         raise XRoadError(errors.INVALID_CONTENT_TYPE,
                          f"Content-Type {content_type!r} holds control characters")
-    return _Checked(der, cert, sig_bytes, m["created"], m["expires"], m["request_hash"])
+    return _Checked(der, cert, sig_bytes, m["created"], m["expires"], m["request_hash"],
+                    m["signed_info"].encode())
 
 
 def _check_crypto(data: bytes, cert_der: Optional[bytes], cert_b64: str, method_uri: str,
@@ -335,16 +384,27 @@ def _time(text: Optional[str], what: str) -> datetime:
 
 def verify_message(data: bytes, content_type: str, signature: Optional[bytes],
                    trust: TrustAnchor, *, now: Optional[datetime] = None,
-                   max_skew: int = 300) -> VerifiedMessage:
+                   max_skew: int = MAX_SKEW,
+                   max_lifetime: int = MAX_LIFETIME) -> VerifiedMessage:
     """Verify ``signature`` over ``data`` received as ``content_type``; the signer's
-    certificate must be trusted and valid now, the signature fresh."""
+    certificate must be trusted and valid now, the signature fresh, canonical (low s)
+    and not claim a lifetime over ``max_lifetime``."""
     if signature is None:
         raise _invalid(_why_unsigned(data))
     checked = _check(data, content_type, signature, None)
+    if _high_s(checked.signature_value, checked.cert):
+        raise XRoadError(errors.INVALID_SIGNATURE_VALUE,
+                         "the ECDSA signature is not in canonical form (its s is in the "
+                         "upper half of the group order): sign with a low s")
     now = _aware(now)
     trust.validate(checked.cert, now=now, usage="signing")
     created = _time(checked.created, "creation")
     expires = _time(checked.expires, "expiry")
+    if not timedelta(0) < expires - created <= timedelta(seconds=max_lifetime):
+        raise XRoadError(errors.INVALID_TIMESTAMP,
+                         f"the signature is valid from {_utc_text(created)} to "
+                         f"{_utc_text(expires)}; a signature may live at most "
+                         f"{max_lifetime} s after it was created")
     skew = timedelta(seconds=max_skew)
     if created > now + skew:
         raise XRoadError(errors.INVALID_TIMESTAMP,
@@ -355,7 +415,8 @@ def verify_message(data: bytes, content_type: str, signature: Optional[bytes],
                          f"the message expired at {_utc_text(expires)} (now "
                          f"{_utc_text(now)}): it is too old or a clock is wrong")
     return VerifiedMessage(checked.cert, checked.cert_der, created,
-                           checked.signature_value, checked.request_hash)
+                           checked.signature_value, checked.request_hash, expires,
+                           hashlib.sha256(checked.signed_info).hexdigest())
 
 
 # ------------------------------------------------ documents not in the exact form
@@ -396,7 +457,7 @@ def _check_structure(data: bytes, content_type: str, signature: bytes,
     rh = props.findtext(f"{_T}requestHash")
     return _Checked(der, cert, sig_bytes, props.findtext(f"{_W}Timestamp/{_W}Created"),
                     props.findtext(f"{_W}Timestamp/{_W}Expires"),
-                    rh.strip() if rh is not None else None)
+                    rh.strip() if rh is not None else None, signed_info_c14n)
 
 
 def _squeeze(text: Optional[str]) -> str:

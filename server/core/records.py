@@ -49,9 +49,11 @@ def signed_message(raw: bytes, content_type: str, signature: bytes) -> bytes:
 
 def make_record(env: Envelope, raw: bytes, *, direction: str, side: str,
                 cert_der: bytes, content_type: str, signature: bytes,
-                service: Optional[str] = None) -> LogRecord:
+                service: Optional[str] = None,
+                replay_key: Optional[str] = None) -> LogRecord:
     """``raw``: the exact bytes ``signature`` covers, sent or received as
-    ``content_type``."""
+    ``content_type``; ``replay_key``: a received request's (the store keeps one record
+    per key)."""
     x = env.xroad
     return LogRecord(
         message_id=x.id,
@@ -63,4 +65,5 @@ def make_record(env: Envelope, raw: bytes, *, direction: str, side: str,
         signature_cert_der=cert_der,
         body_sha256=body_digest_hex(env),
         created=datetime.now(timezone.utc),
+        replay_key=replay_key,
     )

@@ -24,6 +24,7 @@ import copy
 import dataclasses
 import hashlib
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Optional
 
 from lxml import etree
@@ -54,6 +55,10 @@ class AcceptedRequest:
     #: message-log records of accept() and respond(), for the edge to commit (and
     #: clear) before the step's output moves on
     records: list = field(default_factory=list)
+    #: the signing act accepted (detached.VerifiedMessage.replay_key) and until when a
+    #: replay of it would still verify; the edge refuses a second one
+    replay_key: Optional[str] = None
+    replay_until: Optional[datetime] = None
 
 
 class ServerSide(Side):
@@ -99,7 +104,7 @@ class ServerSide(Side):
         records: list = []
         self.record(records, env, soap, direction="request", side="server",
                     cert_der=verified.cert_der, content_type=soap_type,
-                    signature=signature)
+                    signature=signature, replay_key=verified.replay_key)
         if msg is None:
             if document_charset(soap, soap_type) == "utf-8":   # the client's bytes
                 body, ctype = raw, BACKEND_CONTENT_TYPE
@@ -110,8 +115,10 @@ class ServerSide(Side):
         else:
             exchange.remove_attachment_digests(env.header)
             body, ctype, _ = mime.replace_root(msg, serialize(env.root))
-        return AcceptedRequest(env, service, verified.request_hash, body, meta,
-                               backend_content_type=ctype, records=records)
+        return AcceptedRequest(
+            env, service, verified.request_hash, body, meta, backend_content_type=ctype,
+            records=records, replay_key=verified.replay_key,
+            replay_until=verified.expires + timedelta(seconds=detached.MAX_SKEW))
 
     def check_peer(self, env: Envelope, peer_cert_der: Optional[bytes]) -> None:
         member = env.xroad.client.member

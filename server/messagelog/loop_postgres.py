@@ -27,7 +27,8 @@ import psycopg2.extensions as pgext
 from . import chain
 from .loop_writer import CLOSE_WAIT, LoopQueue
 from .postgres import LOCK_HEAD_SQL, batch_sql
-from .store import Head, KnownCerts, PreparedRecord, chain_rows
+from .store import (Head, KnownCerts, PreparedRecord, chain_rows, replay_keys,
+                    without_duplicates)
 
 _CREATE_HEAD_SQL = ("INSERT INTO chain_head (server_id, seq, hash, archived_seq, "
                     "archived_hash) VALUES (%s, 0, %s, 0, %s) ON CONFLICT DO NOTHING; "
@@ -60,7 +61,7 @@ class PostgresLoopWriter(LoopQueue):
                 left = min(e.deadline for e in batch) - time.monotonic()
                 try:
                     async with asyncio.timeout(max(left, 0.0)):
-                        await self._commit([e.record for e in batch])
+                        seqs = await self._commit([e.record for e in batch])
                 except TimeoutError:
                     self._drop_connection()
                     self._failed(batch, self._timeout_error())
@@ -72,11 +73,13 @@ class PostgresLoopWriter(LoopQueue):
                     self._failed(batch, RuntimeError("the message log was closed"))
                     raise
                 else:
-                    self._succeeded(batch)
+                    self._succeeded(batch, seqs)
         finally:
             self._task = None
 
-    async def _commit(self, records: list[PreparedRecord]) -> None:
+    async def _commit(self, records: list[PreparedRecord]) -> list:
+        """Commit ``records``; a list with None for each one not written as a
+        duplicate (see store.without_duplicates)."""
         fresh = self._conn is None
         conn = await self._connection()
         try:
@@ -92,12 +95,21 @@ class PostgresLoopWriter(LoopQueue):
             row = await self._query(conn, _CREATE_HEAD_SQL, (
                 self.server_id, chain.GENESIS, chain.GENESIS, self.server_id))
         head = Head(int(row[0]), row[1], int(row[2]), row[3])
-        new_certs = self._known.missing(records)
-        rows, seq, last = chain_rows(self.server_id, head, records)
+        keys = replay_keys(records)
+        seen: set = set()
         cur = conn.cursor()
+        if keys:     # after the head lock: every writer of the chain takes it first
+            await self._execute(conn, cur, "SELECT replay_key FROM records WHERE "
+                                "replay_key = ANY(%s)", (keys,))
+            seen = {r[0] for r in cur.fetchall()}
+        keep, dup = without_duplicates(records, seen)
+        new_certs = self._known.missing(keep)
+        rows, seq, last = chain_rows(self.server_id, head, keep)
         await self._execute(conn, cur, batch_sql(cur, self.server_id,
                                                  list(new_certs.items()), rows, seq, last))
         self._known.committed(new_certs)
+        seqs = iter(r[1] for r in rows)
+        return [None if d else next(seqs) for d in dup]
 
     async def _connection(self):
         if self._conn is not None and not self._conn.closed:

@@ -31,7 +31,7 @@ import sqlite3
 import time
 from typing import Callable, Optional
 
-from .record import LogRecord
+from .record import LogRecord, duplicate_answer
 from .store import ConnectionLost, PreparedRecord
 from .writer import admit
 
@@ -105,13 +105,16 @@ class LoopQueue:
     def _timeout_error(self) -> TimeoutError:
         return TimeoutError(f"not committed within {self.commit_timeout:g} s")
 
-    def _succeeded(self, batch: list[_Entry]) -> None:
+    def _succeeded(self, batch: list[_Entry], seqs: Optional[list] = None) -> None:
+        """The batch is committed; ``seqs``: None for a record not written as a
+        duplicate (its future says so)."""
         self.committed += len(batch)
         self.batches += 1
         self.last_error = None           # writes work (again)
-        for e in batch:
+        for i, e in enumerate(batch):
             if not e.future.done():
-                e.future.set_result(None)
+                e.future.set_result(duplicate_answer() if seqs is not None and
+                                    seqs[i] is None else None)
 
     def _failed(self, batch: list[_Entry], exc: BaseException) -> None:
         msg = f"message log write failed, message not logged: {type(exc).__name__}: {exc}"
@@ -155,7 +158,7 @@ class SqliteLoopWriter(LoopQueue):
             if not batch:
                 return
             try:
-                self._append([e.record for e in batch])
+                seqs = self._append([e.record for e in batch])
             except Exception as exc:
                 if is_busy(exc):          # not the store's fault: keep it, try again
                     self._waiting[:0] = batch
@@ -166,17 +169,17 @@ class SqliteLoopWriter(LoopQueue):
                 self._failed(batch, exc)
                 continue
             self._retry = _RETRY_FIRST
-            self._succeeded(batch)
+            self._succeeded(batch, seqs)
 
-    def _append(self, records: list[PreparedRecord]) -> None:
+    def _append(self, records: list[PreparedRecord]) -> list:
         if self._store is None:
             self._store = self._store_factory()
         try:
-            self._store.append_prepared(self.server_id, records)
+            return self._store.append_prepared(self.server_id, records)
         except ConnectionLost:
             self._drop_store()
             self._store = self._store_factory()
-            self._store.append_prepared(self.server_id, records)
+            return self._store.append_prepared(self.server_id, records)
 
     def _drop_store(self) -> None:
         """Reconnect next time: the connection may be the broken part."""
@@ -196,19 +199,17 @@ class SqliteLoopWriter(LoopQueue):
         waiting, self._waiting = self._waiting, []
         try:
             if waiting:
-                self._append_blocking([e.record for e in waiting])
-                self._succeeded(waiting)
+                self._succeeded(waiting, self._append_blocking([e.record for e in waiting]))
         except Exception as exc:
             self._failed(waiting, exc)
         finally:
             self._drop_store()
 
-    def _append_blocking(self, records: list[PreparedRecord]) -> None:
+    def _append_blocking(self, records: list[PreparedRecord]) -> list:
         deadline = time.monotonic() + CLOSE_WAIT
         while True:
             try:
-                self._append(records)
-                return
+                return self._append(records)
             except Exception as exc:
                 if not is_busy(exc) or time.monotonic() > deadline:
                     raise

@@ -15,7 +15,7 @@ import psycopg2
 from .store import Head, SqlStore
 
 _SCHEMA_LOCK_KEY = 0x74756E64  # "tund": advisory lock serialising schema upgrades
-_RECORD_VALUES = "(" + ",".join(["%s"] * 13) + ")"
+_RECORD_VALUES = "(" + ",".join(["%s"] * 14) + ")"
 LOCK_HEAD_SQL = ("SELECT seq, hash, archived_seq, archived_hash FROM chain_head "
                  "WHERE server_id = %s FOR UPDATE")
 
@@ -30,10 +30,11 @@ def batch_sql(cur, server_id: str, certs: list[tuple[str, bytes]], rows: list[tu
             "INSERT INTO certs (sha256, der) VALUES "
             + ",".join(["(%s,%s)"] * len(certs)) + " ON CONFLICT DO NOTHING",
             [v for c in certs for v in c]))
-    parts.append(b"INSERT INTO records (server_id, seq, message_id, client, service, "
-                 b"direction, side, envelope, cert_sha256, body_sha256, created, "
-                 b"prev_hash, hash) VALUES "
-                 + b",".join(cur.mogrify(_RECORD_VALUES, r) for r in rows))
+    if rows:
+        parts.append(b"INSERT INTO records (server_id, seq, message_id, client, service, "
+                     b"direction, side, envelope, cert_sha256, body_sha256, created, "
+                     b"prev_hash, hash, replay_key) VALUES "
+                     + b",".join(cur.mogrify(_RECORD_VALUES, r) for r in rows))
     parts.append(cur.mogrify("UPDATE chain_head SET seq = %s, hash = %s "
                              "WHERE server_id = %s", (seq, head_hash, server_id)))
     parts.append(b"COMMIT")

@@ -26,6 +26,9 @@ class LogRecord:
     signature_cert_der: bytes  # the signer's certificate
     body_sha256: str         # hex
     created: datetime        # UTC, when the pipeline logged it
+    #: a received request's replay key (detached.VerifiedMessage.replay_key): the
+    #: store refuses a second record with the same key (DuplicateRecord)
+    replay_key: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -89,3 +92,13 @@ def check_record(record: LogRecord) -> Optional[str]:
     if not isinstance(record.envelope, (bytes, bytearray)) or not record.envelope:
         return "envelope must be non-empty bytes"
     return None
+
+
+class DuplicateRecord(str):
+    """A writer's answer for a record whose replay key an earlier record holds: the
+    request it logs was accepted before (the text says so)."""
+
+
+def duplicate_answer() -> DuplicateRecord:
+    return DuplicateRecord("the message log already holds a request with this replay "
+                           "key: the signed request was accepted before")

@@ -52,6 +52,12 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             stamped_at TEXT NOT NULL,
             PRIMARY KEY (server_id, last_seq))""",
     ]),
+    # A received request's replay key: a provider accepts each signing act once.
+    (2, [
+        "ALTER TABLE records ADD COLUMN replay_key TEXT",
+        "CREATE INDEX records_replay_key ON records (replay_key) "
+        "WHERE replay_key IS NOT NULL",
+    ]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -83,7 +89,7 @@ class PreparedRecord:
     caller's thread, before the record is queued for the writer)."""
 
     __slots__ = ("message_id", "client", "service", "direction", "side", "envelope",
-                 "cert_der", "cert_sha256", "body_sha256", "created", "tail")
+                 "cert_der", "cert_sha256", "body_sha256", "created", "tail", "replay_key")
 
     def __init__(self, r: LogRecord) -> None:
         self.message_id, self.client, self.service = r.message_id, r.client, r.service
@@ -93,6 +99,7 @@ class PreparedRecord:
         self.cert_sha256 = hashlib.sha256(self.cert_der).hexdigest()
         self.body_sha256 = r.body_sha256.lower()
         self.created = format_time(r.created)
+        self.replay_key = r.replay_key
         self.tail = chain.encoding_tail(
             r.message_id, r.client, r.service, r.direction, r.side,
             hashlib.sha256(self.envelope).hexdigest(), self.cert_sha256, self.body_sha256,
@@ -123,6 +130,27 @@ class KnownCerts:
         self._known.update(certs)
 
 
+def without_duplicates(records: Sequence[PreparedRecord], seen: set
+          ) -> tuple[list[PreparedRecord], list[bool]]:
+    """The records to write, and for each of ``records`` whether it is a duplicate:
+    its replay key is in ``seen`` (keys already stored) or on an earlier record."""
+    keep, dup, seen = [], [], set(seen)
+    for r in records:
+        key = r.replay_key
+        if key is not None and key in seen:
+            dup.append(True)
+            continue
+        if key is not None:
+            seen.add(key)
+        keep.append(r)
+        dup.append(False)
+    return keep, dup
+
+
+def replay_keys(records: Sequence[PreparedRecord]) -> list[str]:
+    return [r.replay_key for r in records if r.replay_key is not None]
+
+
 def chain_rows(server_id: str, head: "Head", records: Sequence[PreparedRecord]
                ) -> tuple[list[tuple], int, str]:
     """The records' table rows linked after ``head``, and the new head's seq and
@@ -135,7 +163,8 @@ def chain_rows(server_id: str, head: "Head", records: Sequence[PreparedRecord]
         seq += 1
         h = link(prev, prefix, seq, r.tail)
         rows.append((server_id, seq, r.message_id, r.client, r.service, r.direction,
-                     r.side, r.envelope, r.cert_sha256, r.body_sha256, r.created, prev, h))
+                     r.side, r.envelope, r.cert_sha256, r.body_sha256, r.created, prev, h,
+                     r.replay_key))
         prev = h
     return rows, seq, prev
 
@@ -266,16 +295,16 @@ class SqlStore:
     # -- writes ------------------------------------------------------------------------
     _INSERT_RECORD = ("INSERT INTO records (server_id, seq, message_id, client, service, "
                       "direction, side, envelope, cert_sha256, body_sha256, created, "
-                      "prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
+                      "prev_hash, hash, replay_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 
-    def append(self, server_id: str, records: Sequence[LogRecord]) -> list[int]:
-        """Chain and insert ``records`` in one transaction; return their seqs."""
+    def append(self, server_id: str, records: Sequence[LogRecord]) -> list[Optional[int]]:
+        """Chain and insert ``records`` in one transaction; return their seqs (None for
+        a record whose replay key is already stored: it is not written)."""
         return self.append_prepared(server_id, [PreparedRecord.of(r) for r in records])
 
     def append_prepared(self, server_id: str,
-                        records: Sequence["PreparedRecord"]) -> list[int]:
+                        records: Sequence["PreparedRecord"]) -> list[Optional[int]]:
         """:meth:`append` for records whose chain-independent part is already encoded."""
-        new_certs = self._certs_stored.missing(records)
         try:
             try:
                 cur = self.conn.cursor()
@@ -284,13 +313,26 @@ class SqlStore:
                 if self._is_disconnect(exc):
                     raise ConnectionLost(f"{type(exc).__name__}: {exc}") from exc
                 raise
-            rows, seq, last = chain_rows(server_id, head, records)
+            # after the head lock: every writer of the chain takes it first
+            stored = self.stored_replay_keys(cur, replay_keys(records))
+            keep, dup = without_duplicates(records, stored)
+            new_certs = self._certs_stored.missing(keep)
+            rows, seq, last = chain_rows(server_id, head, keep)
             self._write_and_commit(cur, server_id, list(new_certs.items()), rows, seq, last)
         except BaseException:
             self._rollback()
             raise
         self._certs_stored.committed(new_certs)
-        return [row[1] for row in rows]
+        seqs = iter(row[1] for row in rows)
+        return [None if d else next(seqs) for d in dup]
+
+    def stored_replay_keys(self, cur, keys: list[str]) -> set:
+        """Which of ``keys`` a stored record holds."""
+        if not keys:
+            return set()
+        marks = ",".join([self.PARAM] * len(keys))
+        cur.execute(f"SELECT replay_key FROM records WHERE replay_key IN ({marks})", keys)
+        return {row[0] for row in cur.fetchall()}
 
     def _begin_and_lock_head(self, cur, server_id: str) -> Head:
         self._begin_write()

@@ -18,7 +18,7 @@ import time
 from typing import Callable, Optional
 
 from ..core.errors import MLOG_FAILED, XRoadError
-from .record import LogRecord
+from .record import LogRecord, duplicate_answer
 from .store import ConnectionLost, PreparedRecord
 
 log = logging.getLogger(__name__)
@@ -175,6 +175,8 @@ class GroupWriter:
         self.batches += 1
         for p, seq in zip(batch, seqs):
             p.seq = seq
+            if seq is None:
+                p.error = duplicate_answer()
             p.settle()
 
     def close(self) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 from concurrent.futures import Executor
+from datetime import datetime, timezone
 from typing import Optional
 from urllib.parse import parse_qs, urlsplit
 
@@ -26,13 +27,15 @@ from ...core.errors import MLOG_FAILED, Origin, PeerFault, XRoadError
 from ...core.faults import FAULT_CONTENT_TYPE
 from ...core.identifiers import ClientId
 from ...core.metaservices import list_clients_xml
+from ...core.replay import ReplayCache, duplicate
 from ...core.server_side import BACKEND_CONTENT_TYPE, AcceptedRequest
 from ...core.wsdl import prepare_wsdl
 from ...messagelog.health import health
+from ...messagelog.record import DuplicateRecord
 from ...services.hosting import call_wsgi, load_wsgi_app, local_wsdl
 from ..answers import fault_body, internal_error, too_large
-from ..backend import (WSDL_PLACEHOLDER_ADDRESS, backend_path, request_headers, unreachable,
-                       wsdl_location)
+from ..backend import (WSDL_PLACEHOLDER_ADDRESS, Backends, backend_path, request_headers,
+                       unreachable, wsdl_location)
 from ..client_proxy import (Failover, PeerPins, fault_answer, legacy_alias, response_of,
                             service_from_query)
 from ..http_wire import Response, TransportError
@@ -50,7 +53,9 @@ class LogCommits:
     def __init__(self, message_log, executor: Executor) -> None:
         self.log, self.executor = message_log, executor
 
-    async def commit(self, records: list) -> None:
+    async def commit(self, records: list, replay_key: Optional[str] = None) -> None:
+        """``replay_key``: of the request among ``records``; its record is refused
+        (DuplicateMessage) when the log already holds one with that key."""
         if not records:
             return
         loop = asyncio.get_running_loop()
@@ -64,6 +69,8 @@ class LogCommits:
         records.clear()
         for future in futures:
             error = await future        # (a done future does not suspend)
+            if isinstance(error, DuplicateRecord):
+                raise duplicate(replay_key or "")
             if error is not None:
                 raise XRoadError(MLOG_FAILED, error)
 
@@ -239,8 +246,10 @@ class ServerProxy:
         self.side, self.executor, self.max_bytes = side, executor, max_bytes
         self.pools = AsyncPools(self._make_pool)
         self.logs = LogCommits(side.log, executor)
-        from ..backend import Backends
         self.backends = Backends()
+        # the message log refuses a replayed request for all workers and nodes; with
+        # the log off, this process remembers what it accepted
+        self.replays = None if getattr(side.log, "enabled", True) else ReplayCache()
 
     def _make_pool(self, scheme: str, host: str, port: Optional[int],
                    timeout: float) -> AsyncPool:
@@ -259,7 +268,10 @@ class ServerProxy:
             signature = detached.from_header(headers.get(_SIGNATURE))
             accepted = self.side.accept(request.body, headers.get("content-type"),
                                         request.peer_cert_der, signature)
-            await self.logs.commit(accepted.records)
+            if self.replays is not None:
+                self.replays.claim(accepted.replay_key, accepted.replay_until,
+                                   datetime.now(timezone.utc))
+            await self.logs.commit(accepted.records, accepted.replay_key)
             status, resp_headers, raw = await self.answer(accepted,
                                                           headers.get("soapaction"))
             body = self.side.respond(accepted, raw, resp_headers.get("content-type"),

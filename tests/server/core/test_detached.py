@@ -154,10 +154,48 @@ def test_certificate_from_foreign_ca(trust):
 
 
 def test_expired_and_future_timestamps(key, trust):
+    """Lifetime 300 s, clocks within 60 s: accepted from 60 s before Created to 60 s
+    after Expires, and never again."""
     sig = sign(key)
-    expect(errors.INVALID_TIMESTAMP, verify, sig, trust, now=NOW + timedelta(minutes=11))
-    expect(errors.INVALID_TIMESTAMP, verify, sig, trust, now=NOW - timedelta(minutes=6))
-    assert verify(sig, trust, now=NOW + timedelta(minutes=9)) is not None
+    expect(errors.INVALID_TIMESTAMP, verify, sig, trust,
+           now=NOW + timedelta(seconds=300 + 61))
+    expect(errors.INVALID_TIMESTAMP, verify, sig, trust, now=NOW - timedelta(seconds=61))
+    assert verify(sig, trust, now=NOW + timedelta(seconds=300 + 59)) is not None
+    assert verify(sig, trust, now=NOW - timedelta(seconds=59)) is not None
+
+
+@pytest.mark.parametrize("ttl", [301, 10 * 365 * 86400, 0, -5])
+def test_signature_claiming_a_longer_or_no_lifetime_is_refused(key, trust, ttl):
+    """A signature whose Expires is ten years after its Created was accepted: a
+    signature may live at most the configured lifetime."""
+    sig = sign(key, ttl=ttl)
+    err = expect(errors.INVALID_TIMESTAMP, verify, sig, trust, now=NOW)
+    assert "at most 300 s" in err.message
+
+
+def test_each_signing_act_has_its_own_replay_key(key, trust):
+    one, two = sign(key), sign(key)         # same bytes, same millisecond
+    k1 = verify(one, trust, now=NOW).replay_key
+    assert k1 == verify(one, trust, now=NOW).replay_key
+    assert k1 != verify(two, trust, now=NOW).replay_key
+
+
+def test_ecdsa_signatures_are_written_and_accepted_only_with_a_low_s(ca, trust):
+    """(r, n - s) is a valid ECDSA signature too: accepted, it would pass for a second
+    signing act of the same SignedInfo."""
+    issued = make_signing_cert(ca, "KG/GOV/123", kind="ec")
+    k = signing.SigningKey.from_pem(issued.key_pem, issued.cert_pem)
+    order = detached._CURVE_ORDERS["secp256r1"]
+    for _ in range(8):      # half of raw ECDSA signatures have a high s
+        sig = sign(k)
+        value = re.search(rb"<ds:SignatureValue>([^<]*)<", sig).group(1)
+        raw = base64.b64decode(value)
+        assert int.from_bytes(raw[32:], "big") <= order // 2
+        assert verify(sig, trust, now=NOW) is not None
+        twin = raw[:32] + (order - int.from_bytes(raw[32:], "big")).to_bytes(32, "big")
+        forged = sig.replace(value, base64.b64encode(twin))
+        err = expect(errors.INVALID_SIGNATURE_VALUE, verify, forged, trust, now=NOW)
+        assert "canonical" in err.message
 
 
 @pytest.mark.parametrize("change,words", [

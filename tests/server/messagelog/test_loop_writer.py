@@ -394,3 +394,20 @@ def test_postgres_aclose_lets_the_batch_in_flight_commit(pg_backend, loop, signe
         return future.result()
     assert loop.run_until_complete(scenario()) is None
     assert len(pg_backend.stored()) == 2
+
+
+def test_a_record_with_a_stored_replay_key_is_answered_as_a_duplicate(loop, writer,
+                                                                      backend, signer):
+    from dataclasses import replace
+
+    from tunduk.server.messagelog.record import DuplicateRecord
+    key = "d" * 64
+    first, again, other = run(loop, [
+        writer.submit(replace(signer.record(1), replay_key=key)),
+        writer.submit(replace(signer.record(2), replay_key=key)),
+        writer.submit(signer.record(3))])
+    assert first is None and other is None
+    assert isinstance(again, DuplicateRecord) and "accepted before" in again
+    (later,) = run(loop, [writer.submit(replace(signer.record(4), replay_key=key))])
+    assert isinstance(later, DuplicateRecord)
+    assert len(backend.stored()) == 2

@@ -202,7 +202,7 @@ def test_inserted_record_found(filled):
                 (seq + 1, SERVER_ID, seq))
     _tamper(filled, "INSERT INTO records SELECT server_id, 6, 'forged', client, service, "
                     "direction, side, envelope, cert_sha256, body_sha256, created, "
-                    "prev_hash, hash FROM records WHERE server_id = ? AND seq = 5",
+                    "prev_hash, hash, replay_key FROM records WHERE server_id = ? AND seq = 5",
             (SERVER_ID,))
     problems = verify_store(filled, SERVER_ID)
     assert problems and problems[0].seq == 6
@@ -322,3 +322,28 @@ def test_last_error_clears_when_writes_work_again(tmp_path, signer):
     st = log.status()
     assert st["last_error"] is None and st["records"] == 2
     log.close()
+
+
+# -------------------------------------------------- one record per replay key
+def test_a_replay_key_is_written_once(store, signer, factory):
+    """A provider accepts each signing act once: a second record with the same
+    replay key is not written (None), in the same batch, a later one, or through
+    another connection (another worker process or node); the chain stays whole."""
+    from dataclasses import replace
+    first = replace(signer.record(1), replay_key="a" * 64)
+    assert store.append(SERVER_ID, [first, replace(signer.record(2), replay_key="b" * 64),
+                                    replace(signer.record(3), replay_key="a" * 64)]) \
+        == [1, 2, None]
+    assert store.append(SERVER_ID, [replace(signer.record(4), replay_key="a" * 64),
+                                    signer.record(5)]) == [None, 3]
+    other = factory()
+    try:
+        assert other.append(SERVER_ID, [replace(signer.record(6), replay_key="b" * 64),
+                                        replace(signer.record(7), replay_key="c" * 64)]) \
+            == [None, 4]
+    finally:
+        other.close()
+    assert store.append(SERVER_ID, [replace(signer.record(8), replay_key="c" * 64)]) \
+        == [None]
+    assert store.head(SERVER_ID).seq == 4
+    assert verify_store(store, SERVER_ID) == []
