@@ -16,5 +16,13 @@ def is_allowed(conf: ServerConf, client: ClientId, service: ServiceId) -> bool:
                for rule in conf.access)
 
 
+def member_may_use(conf: ServerConf, client: ClientId, service: ServiceId) -> bool:
+    """True if a rule for the service names the client's member or any of its
+    subsystems: who may see a service's WSDL (getWsdl)."""
+    target, member = service.without_version(), client.member
+    return any(rule.service.without_version() == target and
+               any(c.member == member for c in rule.clients) for rule in conf.access)
+
+
 def allowed_services(conf: ServerConf, client: ClientId) -> list[ServiceId]:
     return [svc.id for key, svc in conf.services.items() if is_allowed(conf, client, key)]

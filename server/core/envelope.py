@@ -33,6 +33,23 @@ REQUEST_HASH = f"{{{XROAD_NS}}}requestHash"
 MAX_MESSAGE_BYTES = 50 * 1024 * 1024
 
 
+@dataclass(frozen=True)
+class XmlLimits:
+    """What one message may hold, beyond its size (the body limit is the one size
+    limit: a text node may be as long as the message).  Canonicalising an element
+    costs more than linear time in its attributes and namespaces in scope, so these
+    bound the CPU any message can take."""
+
+    max_depth: int = 256
+    max_elements: int = 200_000
+    max_attributes: int = 256           # on one element
+    max_namespaces: int = 64            # declared on one element
+    max_namespaces_in_scope: int = 256
+
+
+LIMITS = XmlLimits()
+
+
 _local = threading.local()
 
 
@@ -42,7 +59,8 @@ def _parser(encoding: Optional[str]) -> etree.XMLParser:
     One parser per thread: lxml ties a parser to the dictionary of the thread that
     made it, and a parser shared across threads made every exchange ~60 % dearer.
     No DTDs, no entities, no network: XXE and billion-laughs are refused by
-    construction; ``huge_tree`` stays off (lxml's depth/size limits apply).
+    construction.  ``huge_tree`` lifts libxml2's 10 MB text-node limit, so that the
+    body limit is the one size limit; depth and counts are bounded by XmlLimits.
     """
     parsers = getattr(_local, "parsers", None)
     if parsers is None:
@@ -51,7 +69,7 @@ def _parser(encoding: Optional[str]) -> etree.XMLParser:
     if parser is None:
         parser = parsers[encoding] = etree.XMLParser(
             resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False,
-            huge_tree=False, encoding=encoding, remove_comments=False)
+            huge_tree=True, encoding=encoding, remove_comments=False)
     return parser
 
 
@@ -148,7 +166,54 @@ def parse_xml(data: bytes, content_type: Optional[str] = None) -> etree._Element
     if root.getroottree().docinfo.doctype:
         raise errors.XRoadError(errors.INVALID_XML,
                                 "DOCTYPE declarations are not allowed in messages")
+    if charset == "utf-16" or not within_at_a_glance(data, LIMITS):
+        check_limits(root, LIMITS)
     return root
+
+
+def within_at_a_glance(data: bytes, limits: XmlLimits) -> bool:
+    """Whether bytes of an ASCII-compatible document are too few to break any limit:
+    each element, attribute or namespace declaration needs a '<', an '=' or an
+    'xmlns' of its own, so small messages need no walk of their tree."""
+    lt = data.count(b"<")
+    return (lt <= limits.max_depth and data.count(b"=") <= limits.max_attributes
+            and data.count(b"xmlns") <= limits.max_namespaces)
+
+
+def check_limits(root: etree._Element, limits: XmlLimits) -> None:
+    """InvalidXml naming the limit when ``root`` holds more than ``limits`` allow."""
+    depth = elements = 0
+    parent_scope = {None: 0}
+    scope = []
+    for event, el in etree.iterwalk(root, events=("start", "end")):
+        if event == "end":
+            depth -= 1
+            scope.pop()
+            continue
+        depth += 1
+        elements += 1
+        if depth > limits.max_depth:
+            _over("elements nested deeper than", limits.max_depth, "max_depth")
+        if elements > limits.max_elements:
+            _over("more elements than", limits.max_elements, "max_elements")
+        if len(el.attrib) > limits.max_attributes:
+            _over(f"an element <{etree.QName(el).localname}> with more attributes than",
+                  limits.max_attributes, "max_attributes")
+        in_scope = len(el.nsmap)
+        declared = in_scope - (scope[-1] if scope else parent_scope[None])
+        if declared > limits.max_namespaces:
+            _over("an element declaring more namespaces than", limits.max_namespaces,
+                  "max_namespaces")
+        if in_scope > limits.max_namespaces_in_scope:
+            _over("an element with more namespaces in scope than",
+                  limits.max_namespaces_in_scope, "max_namespaces_in_scope")
+        scope.append(in_scope)
+
+
+def _over(what: str, limit: int, name: str) -> None:
+    raise XRoadError(errors.INVALID_XML,
+                     f"the message has {what} {limit} (limit {name}): such a message "
+                     "is refused, whatever it says")
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,7 @@ class ServerSide(Side):
             raise XRoadError(errors.INVALID_REQUEST_HASH,
                              "the requestHash in the request's signature is not the hash "
                              "of the request")
+        self.check_client_known(env)
         meta = self.metaservice_of(env)
         if meta is None:
             service = self.find_service(env)
@@ -133,6 +134,14 @@ class ServerSide(Side):
                          f"the TLS client certificate (sha256 {fingerprint[:16]}…) is not "
                          f"registered for any security server of member {member}")
 
+    def check_client_known(self, env: Envelope) -> None:
+        """Metaservices too are only for the federation's members and subsystems."""
+        client = env.xroad.client
+        if not self.conf.federation.has_client(client):
+            raise XRoadError(errors.UNKNOWN_MEMBER,
+                             f"client {client} is not a member or subsystem in the "
+                             "federation configuration")
+
     def metaservice_of(self, env: Envelope) -> Optional[str]:
         """The metaservice code if the request is one this server answers itself.
 
@@ -162,9 +171,18 @@ class ServerSide(Side):
         raise ValueError(f"{accepted.meta} is not a method-list metaservice")
 
     def wsdl_target(self, accepted: AcceptedRequest) -> LocalService:
-        """The local service whose WSDL a getWsdl request asks for."""
+        """The local service whose WSDL a getWsdl request asks for; only a client whose
+        member (itself or one of its subsystems) may use the service sees it."""
         wanted = getwsdl.requested_service(accepted.request)
-        return self.find_service_id(wanted)
+        target = self.find_service_id(wanted)
+        client = accepted.request.xroad.client
+        if not access.member_may_use(self.conf, client, target.id):
+            raise XRoadError(errors.ACCESS_DENIED,
+                             f"client {client} may not see the WSDL of service "
+                             f"{target.id.without_version()}: neither its member nor any "
+                             "of its subsystems has an access right to it; ask the "
+                             "provider to grant access")
+        return target
 
     @staticmethod
     def wsdl_response(accepted: AcceptedRequest, target: LocalService, wsdl: bytes) -> bytes:

@@ -8,6 +8,7 @@ new messages when time-stamping has failed for longer than the grace period.
 from __future__ import annotations
 
 import threading
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional, Protocol
 
@@ -169,6 +170,14 @@ class StoreLog:
                         self._status_store.close()
                         self._status_store = None
                 out["read_error"] = f"cannot read the message log: {exc}"
+        if "read_error" not in out:
+            try:
+                with self._status_lock:
+                    self._status_store.probe_write(
+                        datetime.now(timezone.utc).isoformat())
+            except Exception as exc:
+                out["write_error"] = f"cannot write the message log: {exc}"
+                out["last_error"] = out["last_error"] or out["write_error"]
         if "read_error" in out:
             out["last_error"] = out["last_error"] or out["read_error"]
         if self.timestamper is None:

@@ -58,6 +58,11 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "CREATE INDEX records_replay_key ON records (replay_key) "
         "WHERE replay_key IS NOT NULL",
     ]),
+    # One row a health check rewrites: can this server write its log right now?
+    (3, [
+        "CREATE TABLE health_probe (id INTEGER PRIMARY KEY, at TEXT NOT NULL)",
+        "INSERT INTO health_probe (id, at) VALUES (1, '')",
+    ]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -325,6 +330,18 @@ class SqlStore:
         self._certs_stored.committed(new_certs)
         seqs = iter(row[1] for row in rows)
         return [None if d else next(seqs) for d in dup]
+
+    def probe_write(self, at: str) -> None:
+        """Write and commit one small row: raises what a record's commit would raise
+        now (a full disk, a read-only database, a lost connection)."""
+        try:
+            cur = self.conn.cursor()
+            self._begin_write()
+            self._exec(cur, "UPDATE health_probe SET at = ? WHERE id = 1", (at,))
+            self._commit()
+        except BaseException:
+            self._rollback()
+            raise
 
     def stored_replay_keys(self, cur, keys: list[str]) -> set:
         """Which of ``keys`` a stored record holds."""

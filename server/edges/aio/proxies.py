@@ -94,7 +94,7 @@ def _xml(body: bytes, status: int = 200) -> Answer:
 
 class ClientProxy:
     """Local systems POST X-Road SOAP here (plain HTTP); GET serves ``/listClients``,
-    ``/wsdl?...``, ``/xsd/<name>`` and ``/healthz``."""
+    ``/wsdl?...``, ``/xsd/<name>``, ``/healthz`` (readiness) and ``/livez``."""
 
     origin = Origin.CLIENT_PROXY
 
@@ -189,6 +189,9 @@ class ClientProxy:
                                  f"no schema {name!r} here; available: "
                                  + ", ".join(SCHEMA_NAMES), http_status=404)
             return _xml(schema_bytes(name))
+        if path == "/livez":
+            return Answer(200, [("Content-Type", "application/json")],
+                          b'{"status": "alive"}\n')
         if path == "/healthz":
             status, doc = await asyncio.get_running_loop().run_in_executor(
                 self.executor, health, self.side.log)
@@ -196,7 +199,8 @@ class ClientProxy:
             return Answer(status, [("Content-Type", "application/json")], body)
         raise XRoadError(errors.INVALID_HTTP_METHOD,
                          f"nothing to GET at {request.path}: GET serves /listClients, "
-                         "/wsdl?..., /xsd/<schema> and /healthz; POST X-Road requests",
+                         "/wsdl?..., /xsd/<schema>, /healthz and /livez; POST X-Road "
+                         "requests",
                          http_status=404)
 
     async def wsdl(self, request: Request) -> Answer:

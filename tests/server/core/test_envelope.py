@@ -106,3 +106,50 @@ def test_utf8_bom_is_accepted():
     env = parse_envelope(b"\xef\xbb\xbf" + make(issue="Өтүнмө").encode(),
                          "text/xml; charset=utf-8")
     assert env.xroad.issue == "Өтүнмө"
+
+
+# -- what one message may hold: bounded CPU whatever it says ---------------------------
+
+def _message(inner: str) -> bytes:
+    text = make()
+    assert "<echo/>" in text
+    return text.replace("<echo/>", f"<echo>{inner}</echo>", 1).encode()
+
+
+@pytest.mark.parametrize("inner,words", [
+    ("<x " + " ".join(f'a{i}="1"' for i in range(45_000)) + "/>",
+     "more attributes than 256 (limit max_attributes)"),
+    ("<x " + " ".join(f'xmlns:n{i}="urn:{i}"' for i in range(65)) + "/>",
+     "declaring more namespaces than 64 (limit max_namespaces)"),
+    ("".join(f"<x{j} " + " ".join(f'xmlns:n{j}_{i}="urn:{j}:{i}"' for i in range(60))
+             + ">" for j in range(5)) + "".join(f"</x{j}>" for j in reversed(range(5))),
+     "limit max_namespaces_in_scope"),
+    ("<d>" * 300 + "</d>" * 300, "nested deeper than 256 (limit max_depth)"),
+])
+def test_messages_over_the_xml_limits_are_refused(inner, words):
+    with pytest.raises(XRoadError) as exc:
+        parse_envelope(_message(inner), "text/xml; charset=utf-8")
+    assert exc.value.code == errors.INVALID_XML
+    assert words in exc.value.message
+
+
+def test_limits_hold_for_utf16_too():
+    inner = "<x " + " ".join(f'a{i}="1"' for i in range(300)) + "/>"
+    data = ("\ufeff" + _message(inner).decode().replace('encoding="UTF-8"',
+                                                        'encoding="UTF-16"')).encode("utf-16-le")
+    with pytest.raises(XRoadError) as exc:
+        parse_envelope(data, "text/xml")
+    assert "limit max_attributes" in exc.value.message
+
+
+def test_a_message_at_the_limits_is_accepted():
+    inner = ("<x " + " ".join(f'a{i}="1"' for i in range(256)) + "/>"
+             + "<d>" * 200 + "</d>" * 200)
+    assert parse_envelope(_message(inner), "text/xml; charset=utf-8").xroad.id
+
+
+def test_a_text_node_over_10_mb_is_read_when_the_message_is_under_the_body_limit():
+    """One size limit: libxml2's own 10 MB text-node limit no longer applies."""
+    big = "1" * (12 * 1024 * 1024)
+    env = parse_envelope(_message(f"<big>{big}</big>"), "text/xml; charset=utf-8")
+    assert len(env.body.find(".//big").text) == len(big)

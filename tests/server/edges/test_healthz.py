@@ -143,3 +143,39 @@ def test_unreachable_postgresql_store_is_503(run_federation, echo_backend,
     assert doc["messagelog"].get("last_error") is None
     body = json.dumps(doc)
     assert postgresql_db not in body
+
+
+def test_a_log_that_cannot_be_written_makes_healthz_503_then_recovers(
+        run_federation, echo_backend):
+    """Every exchange failed on a full disk while /healthz said 200: readiness must be
+    503 whenever the node refuses exchanges.  The SQLite file refuses writes here as a
+    full disk does (a trigger raising SQLITE_FULL's message on every write)."""
+    import sqlite3
+
+    from tunduk.server.messagelog import sqlite_path
+    fed = _fed(run_federation, echo_backend, {"backend": "sqlite"})
+    assert post(fed.client_url, request()).status == 200
+    assert healthz(fed.client_url)[0] == 200
+    path = sqlite_path(fed.consumer.conf.messagelog, fed.consumer.conf.data_dir)
+    db = sqlite3.connect(path, isolation_level=None)
+    full = ["CREATE TRIGGER full_{0} BEFORE {1} ON {2} BEGIN "
+            "SELECT RAISE(ABORT, 'database or disk is full'); END"]
+    for i, (when, table) in enumerate([("UPDATE", "health_probe"), ("INSERT", "records"),
+                                       ("UPDATE", "chain_head")]):
+        db.execute(full[0].format(i, when, table))
+    try:
+        r = post(fed.client_url, request())
+        assert r.fault_code == "Server.ClientProxy.MessageLogFailed"
+        status, doc = healthz(fed.client_url)
+        assert status == 503 and doc["accepting"] is False
+        assert "disk is full" in doc["refusing"]
+        assert "disk is full" in doc["messagelog"]["write_error"]
+        live = post(fed.client_url + "/livez", b"", method="GET")
+        assert live.status == 200 and json.loads(live.body) == {"status": "alive"}
+    finally:
+        for i in range(3):
+            db.execute(f"DROP TRIGGER full_{i}")
+        db.close()
+    status, doc = healthz(fed.client_url)
+    assert status == 200 and doc["accepting"] is True
+    assert post(fed.client_url, request()).status == 200

@@ -126,3 +126,28 @@ def test_a_replay_to_another_node_sharing_the_log_is_refused(
                     address=second.server_proxy_address).status == 200
     finally:
         second.stop()
+
+
+# ------------------------------------- metaservices check the client as services do
+@pytest.mark.parametrize("code", ["listMethods", "allowedMethods", "getWsdl",
+                                  "getBirthRecord"])
+def test_a_client_outside_the_federation_gets_unknown_member(run_federation,
+                                                             echo_backend, code):
+    """A subsystem the federation does not know, signed for by its (known) member over
+    the member's own server: listMethods was answered; every request is refused."""
+    from tunduk.server.core import exchange
+    svc = {"subsystem": "registry", "code": "getBirthRecord", "version": "v1",
+           "url": echo_backend.url}
+    fed = run_federation(services=[svc], access=ACCESS)
+    raw = request(code).replace(b"<id:subsystemCode>centre</id:subsystemCode>",
+                                b"<id:subsystemCode>ghost</id:subsystemCode>", 1)
+    if code != "getBirthRecord":
+        raw = raw.replace(b"<reg:%s>" % code.encode(), b"<xrd:%s>" % code.encode()) \
+            .replace(b"</reg:%s>" % code.encode(), b"</xrd:%s>" % code.encode())
+    conf = fed.files.consumer.conf()
+    signer = SigningKey.load(conf.keys.sign_key, conf.keys.sign_cert)
+    sig = detached.sign_message(raw, "text/xml; charset=utf-8", signer,
+                                request_hash=exchange.request_hash(raw))
+    reply = send(fed, raw, sig)
+    assert reply.fault_code == "Server.ServerProxy.UnknownMember", reply.body
+    assert "KG/GOV/70000002/ghost" in reply.fault_string

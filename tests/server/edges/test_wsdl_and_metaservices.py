@@ -166,7 +166,9 @@ def test_wsdl_of_external_backend_is_fetched_by_get(run_federation):
                      "url": backend + "/", "wsdl_url": backend + "/?wsdl"},
                     {"subsystem": "registry", "code": "broken", "version": "v1",
                      "url": "http://127.0.0.1:9/"}]
-        fed = run_federation(services=services, access=ACCESS)
+        granted = [{"service": f"registry/{c}", "clients": ["KG/GOV/70000002/centre"]}
+                   for c in ("getBirthRecord", "echo", "broken")]
+        fed = run_federation(services=services, access=granted)
         for code in ("getBirthRecord", "echo"):
             reply = get(fed.client_url + WSDL_QUERY.format(code=code))
             assert reply.status == 200, reply.body
@@ -214,6 +216,17 @@ def test_get_wsdl_metaservice_errors(fed):
         "getWsdl", "<xrd:serviceCode>getBirthRecord</xrd:serviceCode>"
                    "<xrd:serviceVersion>v9</xrd:serviceVersion>"))
     assert wrong_version.fault_code == "Server.ServerProxy.UnknownService"
+
+
+def test_wsdl_is_shown_only_to_members_with_access_to_the_service(fed):
+    """getWsdl (and so /wsdl) answers a client whose member, itself or through a
+    subsystem, may use the service; the consumer's owner asks for its subsystems."""
+    assert get(fed.client_url + WSDL_QUERY.format(code="getBirthRecord")).status == 200
+    reply = get(fed.client_url + WSDL_QUERY.format(code="getResidenceRecord"))
+    assert reply.fault_code == "Server.ServerProxy.AccessDenied", reply.body
+    assert "may not see the WSDL" in reply.fault_string
+    raw = meta_request("getWsdl", "<xrd:serviceCode>getResidenceRecord</xrd:serviceCode>")
+    assert post(fed.client_url, raw).fault_code == "Server.ServerProxy.AccessDenied"
 
 
 def test_metaservice_of_a_subsystem_unknown_to_the_provider(fed):
