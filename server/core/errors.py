@@ -50,6 +50,7 @@ INVALID_RESPONSE = "ServiceFailed.InvalidResponse"
 TIMESTAMPING_FAILED = "TimestampingFailed"
 MLOG_FAILED = "MessageLogFailed"
 INTERNAL_ERROR = "InternalError"
+SERVICE_BUSY = "ServiceBusy"
 WSDL_FAILED = "WsdlFailed"
 
 # Codes that mean "the local system sent something wrong": at the client proxy they

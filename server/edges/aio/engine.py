@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
 from .. import tls
+from .admission import Admission
 from .http_server import Connections, HttpConnection
 from .proxies import ClientProxy, ServerProxy
 
@@ -47,8 +48,10 @@ class AioEngine:
             attach(loop)
 
         def protocol(handler):
+            admission = Admission()      # one per listening proxy
             return lambda: HttpConnection(handler, server_name=name,
-                                          connections=self.connections)
+                                          connections=self.connections,
+                                          admission=admission)
         server_ctx = tls.server_context(c.federation.ca_certs_pem, c.keys.auth_cert,
                                         c.keys.auth_key)
         (ch, cp), (sh, sp) = c.listen.client_proxy, c.listen.server_proxy

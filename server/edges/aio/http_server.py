@@ -21,10 +21,12 @@ from urllib.parse import unquote_to_bytes
 import httptools
 
 from ..answers import status_line
+from .admission import Admission
 
 MAX_HEAD_BYTES = 64 * 1024      # request line and header fields of one request
 MAX_HEADER_FIELDS = 100
 IDLE_TIMEOUT = 10.0             # seconds a connection may wait between requests
+HEAD_TIMEOUT = 10.0             # seconds from a request's first byte to its whole head
 _ENCODED_SLASH = re.compile(rb"%2[Ff]")
 # Request body bytes all connections of a server may hold at once (read, not yet
 # answered); cheroot's bound was its thread count times the body limit.
@@ -166,12 +168,16 @@ class Connections:
 class HttpConnection(asyncio.Protocol):
     def __init__(self, handler: Handler, *, server_name: str,
                  connections: Connections, idle_timeout: float = IDLE_TIMEOUT,
-                 body_timeout: float = BODY_TIMEOUT) -> None:
+                 body_timeout: float = BODY_TIMEOUT, head_timeout: float = HEAD_TIMEOUT,
+                 admission: Optional[Admission] = None) -> None:
         self.handler = handler            # also says ``max_bytes``, the body limit
         self.server_name = server_name
         self.connections = connections
         self.idle_timeout = idle_timeout
         self.body_timeout = body_timeout
+        self.head_timeout = head_timeout
+        self.admission = admission
+        self.admitted: Optional[str] = None     # the peer address counted there
         self.body_timer: Optional[asyncio.TimerHandle] = None
         self.transport: Optional[asyncio.Transport] = None
         self.busy = False          # a request is being handled
@@ -208,8 +214,18 @@ class HttpConnection(asyncio.Protocol):
         self.idle_deadline: Optional[float] = None
         self.connections.open.add(self)
         self._arm_idle()
+        if self.admission is not None:
+            peer = str(self.client_address[0])
+            refused = self.admission.admit(peer)
+            if refused is not None:
+                self._refuse(503, refused)
+                return
+            self.admitted = peer
 
     def connection_lost(self, exc) -> None:
+        if self.admitted is not None:
+            self.admission.leave(self.admitted)
+            self.admitted = None
         self._stop_body_timer()
         self._stop_growing()
         self.stopped = True
@@ -363,6 +379,10 @@ class HttpConnection(asyncio.Protocol):
         self.in_message = True
         self.messages += 1
         self.raw_head, self.head_began, self.framing, self.chunk_count = 0, True, 0, 0
+        # The whole head must arrive within head_timeout: a byte now and then does
+        # not keep a connection (each one restarts only the idle clock).
+        self._stop_body_timer()
+        self.body_timer = self.loop.call_later(self.head_timeout, self._head_too_slow)
         if self.busy or self.ready:    # pipelined: parse this one, then wait
             self.transport.pause_reading()
 
@@ -386,6 +406,7 @@ class HttpConnection(asyncio.Protocol):
         self.headers_done = True
         # The whole body must arrive within body_timeout: a client trickling it (and
         # holding its share of the body budget) is refused with 408.
+        self._stop_body_timer()
         self.body_timer = self.loop.call_later(self.body_timeout, self._body_too_slow)
         headers = self.headers
         for name, value in self.fields:
@@ -491,6 +512,12 @@ class HttpConnection(asyncio.Protocol):
         if self.in_message and self.headers_done and not self.stopped:
             self._refuse(408, f"The request body did not arrive within "
                               f"{self.body_timeout:g} s")
+
+    def _head_too_slow(self) -> None:
+        self.body_timer = None
+        if self.in_message and not self.headers_done and not self.stopped:
+            self._refuse(408, f"The request head did not arrive within "
+                              f"{self.head_timeout:g} s")
 
     def _too_large(self, why: str) -> None:
         """Answer now (after the answers before it), without reading the body, and

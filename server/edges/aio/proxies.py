@@ -40,6 +40,7 @@ from ..client_proxy import (Failover, PeerPins, fault_answer, legacy_alias, resp
                             service_from_query)
 from ..http_wire import Response, TransportError
 from .http_server import Answer, Request
+from .fairness import ServiceSlots
 from .upstream import AsyncPool, AsyncPools
 
 _SIGNATURE = detached.SIGNATURE_HEADER.lower()
@@ -105,6 +106,7 @@ class ClientProxy:
         self.pools = AsyncPools(self._make_pool)
         self.pins = PeerPins()
         self.logs = LogCommits(side.log, executor)
+        self.slots = ServiceSlots()     # per provider service: a hanging one holds few
         owner = self.conf.owner
         self.owner = ClientId(owner.instance, owner.member_class, owner.member_code)
 
@@ -165,12 +167,13 @@ class ClientProxy:
     async def send(self, pending: PendingExchange) -> Response:
         """To the provider's first server that takes it."""
         attempts = Failover(pending, self.pins)
-        for host, port in attempts:
-            try:
-                return await self.pools.get(host, port).post("/", pending.body,
-                                                             attempts.headers)
-            except TransportError as exc:
-                attempts.failed(exc)
+        async with self.slots.slot(pending.request.xroad.service.without_version()):
+            for host, port in attempts:
+                try:
+                    return await self.pools.get(host, port).post("/", pending.body,
+                                                                 attempts.headers)
+                except TransportError as exc:
+                    attempts.failed(exc)
         raise attempts.exhausted()
 
     # -- GET ------------------------------------------------------------------------
@@ -251,6 +254,7 @@ class ServerProxy:
         self.pools = AsyncPools(self._make_pool)
         self.logs = LogCommits(side.log, executor)
         self.backends = Backends()
+        self.slots = ServiceSlots()     # per local service: a hanging one holds few
         # the message log refuses a replayed request for all workers and nodes; with
         # the log off, this process remembers what it accepted
         self.replays = None if getattr(side.log, "enabled", True) else ReplayCache()
@@ -307,13 +311,19 @@ class ServerProxy:
         check_soap_action(soap_action, accepted.request.xroad.service.service_code)
         headers = request_headers(accepted.backend_content_type, soap_action)
         if service.spyne:                 # hosted in-process: blocking by nature
+            if accepted.backend_content_type.startswith("multipart/"):
+                raise XRoadError(errors.INVALID_CONTENT_TYPE,
+                                 f"service {service.id} is hosted in the security server "
+                                 "and takes plain SOAP only: send the request without "
+                                 "attachments (text/xml)")
             return await asyncio.get_running_loop().run_in_executor(
                 self.executor, call_wsgi, load_wsgi_app(service.spyne), "POST",
                 "http://localhost/", accepted.backend_body, headers)
         url = urlsplit(service.backend_url)
         pool = self.pools.get(url.scheme, url.hostname, url.port, service.timeout)
         try:
-            resp = await pool.post(backend_path(url), accepted.backend_body, headers)
+            async with self.slots.slot(service.id.without_version()):
+                resp = await pool.post(backend_path(url), accepted.backend_body, headers)
         except TransportError as exc:
             raise unreachable(service, exc) from None
         return resp.status, resp.headers, resp.body

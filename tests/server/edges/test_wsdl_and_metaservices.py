@@ -302,3 +302,12 @@ def test_legacy_alias_in_absolute_form(fed):
                    PLAIN_BIRTH_REQUEST % b"12201199500044")
     assert b" 200 " in out.partition(b"\r\n")[0], out[:600]
     assert b"Toktogulova" in out and XROAD_NS.encode() not in out
+
+
+def test_a_multipart_request_to_a_hosted_service_is_refused_clearly(fed):
+    """It ended in Server.ServerProxy.InternalError: hosted (spyne) services take
+    plain SOAP, and the fault says so."""
+    from tests.server.edges.test_attachments import SWA_TYPE, swa_request
+    reply = post(fed.client_url, swa_request(request()), content_type=SWA_TYPE)
+    assert reply.fault_code == "Server.ServerProxy.InvalidContentType", reply.body
+    assert "takes plain SOAP only" in reply.fault_string

@@ -708,3 +708,69 @@ def test_a_body_that_does_not_arrive_in_time_is_refused_and_its_budget_freed(ser
     assert b"did not arrive within 0.5 s" in answer
     time.sleep(0.1)
     assert conns.reserved == 0 and echo.seen == []
+
+
+# -- slow clients and connection caps ----------------------------------------------------
+def test_a_head_trickled_byte_by_byte_gets_408_at_its_deadline(serve):
+    """200 connections sending one header byte every 3 s stayed open: each byte
+    restarted the idle clock and the head had no deadline."""
+    port = serve(Echo(), head_timeout=0.5, idle_timeout=5)
+    head = b"POST /a HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"y" * 1000
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.settimeout(5)
+        answer = b""
+        for byte in head:          # the attack itself: a byte every 50 ms
+            try:
+                s.sendall(bytes([byte]))
+            except OSError:
+                break
+            s.settimeout(0.05)
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                continue
+            answer += chunk
+            if not chunk or b"\r\n\r\n" in answer:
+                break
+        s.settimeout(5)
+        try:
+            while chunk := s.recv(65536):
+                answer += chunk
+        except OSError:
+            pass
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert b"head did not arrive within 0.5 s" in answer
+
+
+def test_connections_over_the_per_peer_cap_are_refused_with_503(serve):
+    from tunduk.server.edges.aio.admission import Admission
+    port = serve(Echo(), admission=Admission(max_total=10, max_per_peer=2))
+    held = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+    try:
+        for s in held:      # both admitted: they are served
+            s.sendall(b"GET /k HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _read_answers(s, 1) == [(200, b"/k|")]
+        refused = _answer_to(port, b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert refused.startswith(b"HTTP/1.1 503 ")
+        assert b"max_connections_per_peer" in refused
+    finally:
+        for s in held:
+            s.close()
+    # closed connections no longer count
+    deadline = __import__("time").monotonic() + 5
+    while True:
+        again = _answer_to(port, b"GET /y HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        if again.startswith(b"HTTP/1.1 200 ") or __import__("time").monotonic() > deadline:
+            break
+    assert again.startswith(b"HTTP/1.1 200 ")
+
+
+def test_admission_counts_per_peer_and_in_total():
+    from tunduk.server.edges.aio.admission import Admission
+    a = Admission(max_total=3, max_per_peer=2)
+    assert a.admit("10.0.0.1") is None and a.admit("10.0.0.1") is None
+    assert "max_connections_per_peer" in a.admit("10.0.0.1")
+    assert a.admit("10.0.0.2") is None
+    assert "max_connections)" in a.admit("10.0.0.3")
+    a.leave("10.0.0.1")
+    assert a.admit("10.0.0.3") is None and a.total == 3
