@@ -78,6 +78,46 @@ def cert_serial_number_attr(cert: x509.Certificate) -> Optional[str]:
     return str(attrs[0].value) if attrs else None
 
 
+# ------------------------------------------------------------------ what a cert is for
+#
+# A signing certificate makes non-repudiable signatures, so it must say so
+# (nonRepudiation, called contentCommitment in RFC 5280 and here); a TLS (auth)
+# certificate must be usable by both ends of a mutual TLS connection.  The key of one
+# must never serve as the other: anyone holding a server's TLS key could then sign for
+# its member.  check-conf applies these rules to a server's own certificates; the
+# message verifier (core/signing.py) applies the signing rule to every signer.
+
+TLS_USAGES = {ExtendedKeyUsageOID.SERVER_AUTH: "serverAuth",
+              ExtendedKeyUsageOID.CLIENT_AUTH: "clientAuth"}
+
+
+def _extension(cert: x509.Certificate, kind: type) -> Optional[x509.ExtensionType]:
+    """The value of the extension of class ``kind``, or None (also if unreadable)."""
+    try:
+        return cert.extensions.get_extension_for_class(kind).value
+    except (x509.ExtensionNotFound, ValueError):
+        return None
+
+
+def sign_cert_problem(cert: x509.Certificate) -> Optional[str]:
+    """Why ``cert`` cannot be a member's signing certificate, or None if it can."""
+    ku = _extension(cert, x509.KeyUsage)
+    if ku is None or not ku.content_commitment:
+        return ("has no nonRepudiation (contentCommitment) key usage, so it is not a "
+                "signing certificate (a TLS certificate?)")
+    return None
+
+
+def auth_cert_problem(cert: x509.Certificate) -> Optional[str]:
+    """Why ``cert`` cannot be a security server's TLS (auth) certificate, or None."""
+    eku = _extension(cert, x509.ExtendedKeyUsage)
+    missing = [name for oid, name in TLS_USAGES.items() if eku is None or oid not in eku]
+    if missing:
+        return (f"has no extended key usage {' and '.join(missing)}, so it is not a TLS "
+                "certificate (a signing certificate?)")
+    return None
+
+
 def _validity(not_before: Optional[_dt.datetime], days: int) -> tuple[_dt.datetime, _dt.datetime]:
     start = not_before or (_dt.datetime.now(_dt.timezone.utc) - _dt.timedelta(minutes=5))
     if start.tzinfo is None:
@@ -180,8 +220,7 @@ def issue_auth_cert(ca_key: Path, ca_cert: Path, member: MemberId, member_name: 
         digital_signature=True, content_commitment=False, key_encipherment=True,
         data_encipherment=False, key_agreement=False, key_cert_sign=False,
         crl_sign=False, encipher_only=False, decipher_only=False)
-    eku = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
-                                 ExtendedKeyUsageOID.CLIENT_AUTH])
+    eku = x509.ExtendedKeyUsage(list(TLS_USAGES))
     san = x509.SubjectAlternativeName([
         x509.DNSName("localhost"),
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),

@@ -42,15 +42,19 @@ def _serve_forever(conf, reuse_port: bool) -> None:
 
 
 def run(args) -> int:
-    from .conf.load import ConfError, load_server_conf
+    from .conf.load import ConfError, check_server_conf
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        conf = load_server_conf(args.conf)
+        # with the own certificates' dates: an expired one is refused like any other
+        # configuration error, before peers refuse every exchange
+        conf, notes = check_server_conf(args.conf)
     except ConfError as exc:
         print(f"{exc}\nFix the configuration (tunduk check-conf {args.conf}) and retry.",
               file=sys.stderr)
         return 1
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
     workers = args.workers or conf.listen.workers
     ch, cp = conf.listen.client_proxy
     sh, sp = conf.listen.server_proxy

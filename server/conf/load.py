@@ -11,6 +11,7 @@ import difflib
 import re
 import tomllib
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -450,10 +451,104 @@ def _check_cert_and_key(f: _File, keys: dict, cert_key: str, key_key: str,
     return cert
 
 
+# A certificate that expires within this many days is noted by check-conf and run.
+EXPIRY_NOTICE_DAYS = 30
+_RENEW = {
+    "keys.sign_cert": "issue a new signing certificate from a federation CA "
+                      "('tunduk init server' with a development CA)",
+    "keys.auth_cert": "issue a new TLS certificate ('tunduk init server' with a "
+                      "development CA) and register it in auth_certs of this server in "
+                      "the federation file",
+}
+
+
+@dataclass
+class _Dates:
+    """The time the own certificates are checked against, and the notes left for
+    certificates that are still valid but expire soon."""
+
+    now: datetime
+    notes: list[Problem] = field(default_factory=list)
+
+    def check(self, f: _File, key: str, cert: Optional[x509.Certificate]) -> None:
+        """A problem if ``cert`` is not valid now, a note if it expires soon: peers
+        refuse an expired certificate, and they would be the first to notice."""
+        if cert is None:
+            return
+        subject = cert.subject.rfc4514_string()
+        start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+        if self.now < start:
+            f.add(key, f"certificate {subject} is not valid before {start:%Y-%m-%d %H:%M} "
+                  "UTC", "check this machine's clock, or wait until then")
+        elif self.now > end:
+            f.add(key, f"certificate {subject} expired on {end:%Y-%m-%d %H:%M} UTC",
+                  _RENEW[key])
+        elif end - self.now <= timedelta(days=EXPIRY_NOTICE_DAYS):
+            days = (end - self.now).days
+            self.notes.append(Problem(
+                f.name, key, f"certificate {subject} expires on {end:%Y-%m-%d %H:%M} UTC "
+                f"(in {days} day{'s' if days != 1 else ''})",
+                _RENEW[key] + " before then"))
+
+
+def _check_cert_roles(f: _File, auth_cert: Optional[x509.Certificate],
+                      sign_cert: Optional[x509.Certificate],
+                      fed: Optional[Federation]) -> None:
+    """The signing and the TLS certificate are two certificates, each fit for its own
+    role: a TLS key that could sign messages would make any holder of it able to sign
+    for the member."""
+    if auth_cert is not None and auth_cert == sign_cert:
+        f.add("keys.sign_cert", "is the same certificate as keys.auth_cert",
+              "a server needs a signing and a TLS certificate of its own: 'tunduk init "
+              "server' makes both (sign.pem, auth.pem)")
+        return
+    swapped = (auth_cert is not None and sign_cert is not None
+               and pki.sign_cert_problem(auth_cert) is None
+               and pki.auth_cert_problem(sign_cert) is None)
+    swap_hint = ("keys.sign_cert and keys.auth_cert look swapped: exchange them, and "
+                 "keys.sign_key and keys.auth_key with them")
+    if sign_cert is not None:
+        why = pki.sign_cert_problem(sign_cert)
+        if why:
+            f.add("keys.sign_cert", f"{sign_cert.subject.rfc4514_string()} {why}",
+                  swap_hint if swapped else "give the member's signing certificate "
+                  "(sign.pem from 'tunduk init server'), issued with nonRepudiation")
+        fp = pki.fingerprint_sha256(sign_cert.public_bytes(serialization.Encoding.DER))
+        for server in fed.servers if fed is not None else ():
+            if fp in server.auth_cert_sha256:
+                f.add("keys.sign_cert", f"is registered as the TLS (auth) certificate of "
+                      f"{server} in the federation",
+                      "a signing certificate must not be a TLS certificate: give the "
+                      "signing certificate here, or remove this one from that server's "
+                      f"auth_certs in {fed.source}")
+    if auth_cert is not None:
+        why = pki.auth_cert_problem(auth_cert)
+        if why:
+            f.add("keys.auth_cert", f"{auth_cert.subject.rfc4514_string()} {why}",
+                  swap_hint if swapped else "give this server's TLS certificate "
+                  "(auth.pem from 'tunduk init server'), issued with extended key "
+                  "usages serverAuth and clientAuth")
+
+
 def load_server_conf(path: Path) -> ServerConf:
     """Load server.toml and the federation file it names; raise ConfError listing every
-    problem in either file."""
-    path = Path(path)
+    problem in either file.
+
+    The own certificates' dates are not checked here (``check_server_conf`` does):
+    ``tunduk log`` must still read the log of a server whose certificate expired."""
+    return _load_server_conf(Path(path), None)
+
+
+def check_server_conf(path: Path, *, now: Optional[datetime] = None
+                      ) -> tuple[ServerConf, list[Problem]]:
+    """``load_server_conf`` plus the own certificates' dates, for check-conf and run:
+    an expired (or not yet valid) certificate is a problem; one expiring within
+    EXPIRY_NOTICE_DAYS is returned as a note, with the configuration."""
+    dates = _Dates(now or datetime.now(timezone.utc))
+    return _load_server_conf(Path(path), dates), dates.notes
+
+
+def _load_server_conf(path: Path, dates: Optional[_Dates]) -> ServerConf:
     problems: list[Problem] = []
     f = _File(path, problems)
     data = f.read_toml()
@@ -532,6 +627,10 @@ def load_server_conf(path: Path) -> ServerConf:
     keys = f.table(top["keys"], "keys", _KEYS) if "keys" in top else {}
     auth_cert = _check_cert_and_key(f, keys, "auth_cert", "auth_key", extra.cas)
     sign_cert = _check_cert_and_key(f, keys, "sign_cert", "sign_key", extra.cas)
+    _check_cert_roles(f, auth_cert, sign_cert, fed)
+    if dates is not None:
+        dates.check(f, "keys.auth_cert", auth_cert)
+        dates.check(f, "keys.sign_cert", sign_cert)
     if sign_cert is not None and owner is not None:
         serial = pki.cert_serial_number_attr(sign_cert)
         if serial != str(owner):

@@ -153,6 +153,7 @@ class ClientSide(Side):
                              f"an invalid X-Road response: {exc.message}") from None
         soap_type = msg.root_content_type() if msg else (content_type or "")
         verified = detached.verify_message(soap, soap_type, signature, self.trust)
+        signing.refuse_auth_cert(verified.cert_der, self.conf.federation)
         service = pending.request.xroad.service
         signer = signing.cert_member_id(verified.cert)
         if signer != service.member:

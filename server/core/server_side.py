@@ -79,6 +79,7 @@ class ServerSide(Side):
         env = parse_envelope(soap, soap_type, request=True)
         self.check_peer(env, peer_cert_der)
         verified = detached.verify_message(soap, soap_type, signature, self.trust)
+        signing.refuse_auth_cert(verified.cert_der, self.conf.federation)
         signer = signing.cert_member_id(verified.cert)
         if signer != env.xroad.client.member:
             raise XRoadError(errors.INCORRECT_CERTIFICATE,

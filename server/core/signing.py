@@ -14,7 +14,7 @@ import threading
 from collections import OrderedDict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import xmlsec
 from cryptography import x509
@@ -27,6 +27,9 @@ from lxml import etree
 from . import errors
 from .errors import XRoadError
 from .identifiers import MemberId
+
+if TYPE_CHECKING:
+    from ..conf.model import Federation
 
 WSU_NS = ("http://docs.oasis-open.org/wss/2004/01/"
           "oasis-200401-wss-wssecurity-utility-1.0.xsd")
@@ -166,9 +169,9 @@ class TrustAnchor:
             raise XRoadError(errors.CERT_VALIDATION,
                              f"certificate {_subject(cert)!r} has unreadable extensions: "
                              f"{exc}")
-        ok = (ku.digital_signature or ku.content_commitment) if usage == "signing" \
-            else ku.digital_signature
-        if not ok:
+        if usage == "signing":
+            _check_non_repudiation(cert, ku)
+        elif not ku.digital_signature:
             raise XRoadError(errors.CERT_VALIDATION,
                              f"certificate {_subject(cert)!r} key usage does not allow "
                              f"{usage}")
@@ -178,7 +181,8 @@ class TrustAnchor:
     def validate(self, cert: x509.Certificate, *, now: Optional[datetime] = None,
                  usage: str = "signing") -> None:
         """Accept ``cert`` only if a trusted CA issued it, it is valid now, and its
-        key usage allows ``usage``; raise ``XRoadError(CertValidation)`` otherwise."""
+        key usage allows ``usage``; raise ``XRoadError(CertValidation)`` otherwise
+        (``IncorrectCertificate`` for a signing certificate without nonRepudiation)."""
         if usage not in self._USAGES:
             raise ValueError(f"usage must be one of {self._USAGES}, got {usage!r}")
         now = _aware(now)
@@ -203,6 +207,31 @@ class TrustAnchor:
                 raise XRoadError(errors.CERT_VALIDATION,
                                  f"{what} {_subject(c)!r} expired at "
                                  f"{not_after}")
+
+
+def _check_non_repudiation(cert: x509.Certificate, ku: x509.KeyUsage) -> None:
+    """A message signature is non-repudiable, so its certificate must allow that: a
+    certificate with digitalSignature alone is a TLS (auth) certificate, and a stolen
+    TLS key must not be able to sign for its member."""
+    if not ku.content_commitment:
+        raise XRoadError(errors.INCORRECT_CERTIFICATE,
+                         f"certificate {_subject(cert)!r} has no nonRepudiation "
+                         "(contentCommitment) key usage: it is not a signing certificate "
+                         "(a TLS certificate?); the sender must sign with its member's "
+                         "signing certificate")
+
+
+def refuse_auth_cert(cert_der: bytes, federation: "Federation") -> None:
+    """Refuse a signer certificate that is a registered TLS (auth) certificate of any
+    security server of the federation: a TLS key signs handshakes, not messages,
+    whatever key usages its certificate claims."""
+    fingerprint = hashlib.sha256(cert_der).hexdigest()
+    for server in federation.servers:
+        if fingerprint in server.auth_cert_sha256:
+            raise XRoadError(errors.INCORRECT_CERTIFICATE,
+                             f"the message is signed with the TLS (auth) certificate of "
+                             f"security server {server} (sha256 {fingerprint[:16]}…): "
+                             "the sender must sign with its member's signing certificate")
 
 
 def _aware(now: Optional[datetime]) -> datetime:

@@ -14,6 +14,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tunduk.server import pki
 from tunduk.server.cli import main
+from tunduk.server.core import errors, signing
+from tunduk.server.core.errors import XRoadError
 from tunduk.server.core.identifiers import MemberId
 
 MEMBER = MemberId.parse("KG/GOV/70000001")
@@ -175,3 +177,24 @@ def test_init_server_rejects_a_bad_member_id_and_a_missing_ca(tmp_path, capsys):
                  "--name", "X", "--code", "ss1", "--out", str(tmp_path / "s")]) == 1
     assert "tunduk init ca" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("key_type", ["ec", "rsa"])
+def test_init_certificates_each_fit_their_own_role_only(tmp_path, capsys, key_type):
+    """The signing certificate carries nonRepudiation, the TLS certificate the TLS
+    extended key usages; neither passes for the other, and the verifier refuses the TLS
+    certificate as a signer (outside review, item 3)."""
+    assert main(["init", "ca", "--out", str(tmp_path / "pki")]) == 0
+    assert main(["init", "server", "--ca", str(tmp_path / "pki"), "--member",
+                 "KG/GOV/70000001", "--name", "Civil Registry", "--code", "ss1",
+                 "--out", str(tmp_path / "reg"), "--key-type", key_type]) == 0
+    capsys.readouterr()
+    sign, auth = _cert(tmp_path / "reg" / "sign.pem"), _cert(tmp_path / "reg" / "auth.pem")
+    assert pki.sign_cert_problem(sign) is None and pki.auth_cert_problem(auth) is None
+    assert "nonRepudiation" in pki.sign_cert_problem(auth)
+    assert "serverAuth and clientAuth" in pki.auth_cert_problem(sign)
+    trust = signing.TrustAnchor.from_pem((tmp_path / "pki" / "ca.pem").read_bytes())
+    trust.validate(sign)
+    with pytest.raises(XRoadError) as info:
+        trust.validate(auth)
+    assert info.value.code == errors.INCORRECT_CERTIFICATE

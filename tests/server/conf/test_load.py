@@ -2,12 +2,18 @@
 mistake reported with its file and key, all at once."""
 from __future__ import annotations
 
+import datetime as dt
+import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
 import pytest
 
+from tests.fixtures.certs_for_signing import issue_on_disk
 from tunduk.server import pki
+from tunduk.server.cli import main
 from tunduk.server.conf.load import ConfError, Problem, load_federation, load_server_conf
 from tunduk.server.conf.write import dumps
 from tunduk.server.core.identifiers import ClientId, MemberId, ServiceId
@@ -119,6 +125,13 @@ def _set(doc, path, value):
     doc[last] = value
 
 
+def _auth_cert_without_tls_usages(fed):
+    """A registered auth certificate with digitalSignature but no extended key usage."""
+    d = fed.provider.dir
+    issue_on_disk(fed.ca.key, fed.ca.cert, "KG/GOV/70000001", d / "plain.key",
+                  d / "plain.pem", non_repudiation=False, tls=False)
+
+
 def _other_ca_sign_cert(fed, tmp):
     key, cert = pki.create_ca(tmp / "other-ca")
     pki.issue_sign_cert(key, cert, MemberId.parse("KG/GOV/70000001"), "Civil Registry",
@@ -164,6 +177,25 @@ CASES = {
         lambda s, f, x: (_set(s, ["keys", "auth_cert"], "../centre/auth.pem"),
                          _set(s, ["keys", "auth_key"], "../centre/auth.key")),
         "server", "keys.auth_cert", "is not registered for server"),
+    "sign cert is the auth cert": (
+        lambda s, f, x: (_set(s, ["keys", "sign_cert"], "auth.pem"),
+                         _set(s, ["keys", "sign_key"], "auth.key")),
+        "server", "keys.sign_cert", "is the same certificate as keys.auth_cert"),
+    "sign and auth certs swapped": (
+        lambda s, f, x: s.__setitem__("keys", {
+            "auth_key": "sign.key", "auth_cert": "sign.pem",
+            "sign_key": "auth.key", "sign_cert": "auth.pem"}),
+        "server", "keys.sign_cert", "has no nonRepudiation (contentCommitment) key usage"),
+    "sign cert registered as an auth cert": (
+        lambda s, f, x: f["servers"][1]["auth_certs"].append("registry/sign.pem"),
+        "server", "keys.sign_cert",
+        "is registered as the TLS (auth) certificate of SERVER:KG/GOV/70000002/ss1"),
+    "auth cert without TLS usages": (
+        lambda s, f, x: (_auth_cert_without_tls_usages(x[0]),
+                         _set(s, ["keys", "auth_cert"], "plain.pem"),
+                         _set(s, ["keys", "auth_key"], "plain.key"),
+                         _set(f, ["servers", 0, "auth_certs"], ["registry/plain.pem"])),
+        "server", "keys.auth_cert", "has no extended key usage serverAuth and clientAuth"),
     "cert from a foreign CA": (
         lambda s, f, x: (_other_ca_sign_cert(*x), _set(s, ["keys", "sign_cert"], "rogue.pem"),
                          _set(s, ["keys", "sign_key"], "rogue.key")),
@@ -302,3 +334,85 @@ def test_load_federation_raises_with_all_problems(make_federation):
         load_federation(fed.federation_toml)
     keys = {p.key for p in info.value.problems}
     assert {"instance", "members[0].id"} <= keys
+
+
+# ------------------------------------- the signing and the TLS certificate, each its own
+
+def test_swapped_certificates_are_reported_as_swapped(make_federation):
+    fed = make_federation()
+    s = _read(fed.provider.server_toml)
+    s["keys"] = {"auth_key": "sign.key", "auth_cert": "sign.pem",
+                 "sign_key": "auth.key", "sign_cert": "auth.pem"}
+    fed.provider.server_toml.write_text(dumps(s))
+    problems = _problems(fed.provider.server_toml)
+    for key in ("keys.sign_cert", "keys.auth_cert"):
+        assert any(p.key == key and "look swapped" in p.hint for p in problems), problems
+    # and the TLS certificate is named as a registered auth certificate
+    assert any("is registered as the TLS (auth) certificate" in p.message
+               for p in problems)
+
+
+# ------------------------------------------- the own certificates' dates (check-conf, run)
+
+def _reissue(fed, kind: str, *, days: int, ago: int = 0) -> None:
+    """Replace the provider's ``kind`` certificate (and key) with one valid ``days``
+    from ``ago`` days ago; the federation names auth.pem, so it stays registered."""
+    p = fed.provider
+    start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=ago, minutes=5)
+    if kind == "auth":
+        pki.issue_auth_cert(fed.ca.key, fed.ca.cert, p.member, p.member_name, p.code,
+                            p.auth_key, p.auth_cert, "ec", not_before=start, days=days)
+    else:
+        pki.issue_sign_cert(fed.ca.key, fed.ca.cert, p.member, p.member_name,
+                            p.sign_key, p.sign_cert, "ec", not_before=start, days=days)
+
+
+@pytest.mark.parametrize("kind", ["sign", "auth"])
+def test_check_conf_reports_an_expired_own_certificate(make_federation, capsys, kind):
+    fed = make_federation()
+    _reissue(fed, kind, days=1, ago=3)
+    assert main(["check-conf", str(fed.provider.server_toml)]) == 1
+    out = capsys.readouterr().out
+    assert re.search(rf"^{re.escape(str(fed.provider.server_toml))}: keys\.{kind}_cert: "
+                     r"certificate .* expired on \d{4}-\d\d-\d\d", out, re.M), out
+    assert "hint: issue a new" in out
+    # `tunduk log --conf` still reads the configuration of a server whose certificate
+    # expired: only check-conf and run look at the dates
+    assert load_server_conf(fed.provider.server_toml).owner == fed.provider.member
+
+
+@pytest.mark.parametrize("kind", ["sign", "auth"])
+def test_check_conf_notes_an_own_certificate_expiring_within_30_days(
+        make_federation, capsys, kind):
+    fed = make_federation()
+    _reissue(fed, kind, days=12, ago=2)
+    assert main(["check-conf", str(fed.provider.server_toml)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert ": OK — server KG/GOV/70000001/ss1" in lines[0]
+    assert re.fullmatch(rf"{re.escape(str(fed.provider.server_toml))}: keys\.{kind}_cert: "
+                        r"note: certificate .* expires on .* UTC \(in 9 days\)", lines[1]), \
+        lines
+    assert lines[2].startswith("    hint: issue a new") and lines[2].endswith("before then")
+    assert len(lines) == 3
+
+
+def test_certificates_valid_for_longer_get_no_note(make_federation, capsys):
+    fed = make_federation()
+    _reissue(fed, "sign", days=32)
+    assert main(["check-conf", str(fed.provider.server_toml)]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1
+
+
+def test_run_refuses_to_start_with_an_expired_own_certificate(make_federation):
+    fed = make_federation()
+    _reissue(fed, "auth", days=1, ago=3)
+    # (before the check, run would have started serving: the timeout ends it then)
+    proc = subprocess.run([sys.executable, "-m", "tunduk.server.cli", "run",
+                           str(fed.provider.server_toml)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    problem, fix = proc.stderr.splitlines()
+    assert problem.startswith(f"{fed.provider.server_toml}: keys.auth_cert: certificate ")
+    assert " expired on " in problem and "(hint: issue a new TLS certificate" in problem
+    assert fix.startswith("Fix the configuration (tunduk check-conf ")
+    assert proc.stdout == ""

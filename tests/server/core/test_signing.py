@@ -83,7 +83,22 @@ def test_expired_cert(ca, trust):
 def test_cert_without_signing_usage(ca, trust):
     issued = make_signing_cert(ca, kind="ec", digital_signature=False,
                                non_repudiation=False)
-    expect(errors.CERT_VALIDATION, trust.validate, issued.cert)
+    expect(errors.INCORRECT_CERTIFICATE, trust.validate, issued.cert)
+
+
+def test_signing_cert_without_non_repudiation_is_refused(ca, trust):
+    """digitalSignature alone is what a TLS (auth) certificate has: a message signed
+    with such a key is not a non-repudiable signature."""
+    issued = make_signing_cert(ca, kind="ec", non_repudiation=False)
+    key = signing.SigningKey.from_pem(issued.key_pem, issued.cert_pem)
+    err = expect(errors.INCORRECT_CERTIFICATE, verify, signed_by(key), trust)
+    assert "nonRepudiation (contentCommitment)" in err.message
+
+
+def test_non_repudiation_alone_is_a_signing_cert(ca, trust):
+    issued = make_signing_cert(ca, kind="ec", digital_signature=False)
+    key = signing.SigningKey.from_pem(issued.key_pem, issued.cert_pem)
+    assert verify(signed_by(key), trust).cert == issued.cert
 
 
 def test_trust_anchor_accepts_bundle(ca):

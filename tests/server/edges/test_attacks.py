@@ -316,3 +316,15 @@ def test_two_content_type_fields_are_refused_at_the_client_proxy(fed):
             answer += chunk
     assert b"<faultcode>Client.InvalidContentType</faultcode>" in answer
     assert b"smuggled" not in answer.split(b"\r\n\r\n", 1)[1]
+
+
+# ------------------------------------- the TLS key is not a message-signing key
+def test_request_signed_with_the_consumers_tls_key_is_refused(fed):
+    """The auth certificate has digitalSignature and the member's serialNumber, but it
+    is a TLS certificate: whoever holds a server's TLS key must not sign for its
+    member (outside review, item 3)."""
+    c = fed.files.consumer
+    body = signed(fed, SigningKey.load(c.auth_key, c.auth_cert))
+    reply = send(fed, body)
+    assert reply.fault_code == "Server.ServerProxy.IncorrectCertificate"
+    assert "nonRepudiation" in reply.fault_string
