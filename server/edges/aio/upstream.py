@@ -18,6 +18,9 @@ from ..http_wire import (MAX_HEAD_BYTES, BadResponse, ExtraBytes, Response, Resp
                          ResponseTooLarge, TransportError, certificate_refused, describe,
                          encode_request, host_header)
 
+MAX_AGE = 30.0         # s a kept connection is reused, at most
+MAX_REQUESTS = 1000    # requests one kept connection carries, at most
+
 
 class _Closed(Exception):
     """The connection ended before the answer was complete.  ``unsent``: part of the
@@ -42,6 +45,8 @@ class _Upstream(asyncio.Protocol):
         self.unsent = False        # part of the request is still in the write buffer
         self.peer_cert_der: Optional[bytes] = None
         self.timer: Optional[asyncio.TimerHandle] = None
+        self.born = 0.0            # loop time the connection was made
+        self.requests = 0          # requests it carried
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -185,7 +190,12 @@ class AsyncPool:
     def __init__(self, host: str, port: int, *, ssl_context: Optional[ssl.SSLContext] = None,
                  timeout: float = 60.0, maxsize: int = 64, max_connections: int = 64,
                  verify_peer: Optional[Callable[[bytes], None]] = None,
-                 max_response_bytes: int = 50 * 1024 * 1024) -> None:
+                 max_response_bytes: int = 50 * 1024 * 1024,
+                 max_age: float = MAX_AGE, max_requests: int = MAX_REQUESTS) -> None:
+        """``max_age`` (s) and ``max_requests``: a kept connection older or more used
+        is closed instead of reused, so that a balancer in front of several nodes
+        spreads new connections again (a node back from a restart gets traffic)."""
+        self.max_age, self.max_requests = max_age, max_requests
         self.host, self.port = host, port
         self.ssl_context, self.timeout, self.maxsize = ssl_context, timeout, maxsize
         self.verify_peer = verify_peer
@@ -262,18 +272,24 @@ class AsyncPool:
         conn.reader = None
         result = Response(reader.status, reader.headers, b"".join(reader.chunks),
                           conn.peer_cert_der)
+        conn.requests += 1
         if reader.keep_alive and conn.open and not conn.unsent and not self._closed \
-                and not conn.transport.is_closing() and len(self._idle) < self.maxsize:
+                and not conn.transport.is_closing() and len(self._idle) < self.maxsize \
+                and not self._worn(conn):
             self._idle.append(conn)
         else:
             conn.open = False
             conn.transport.close()
         return result
 
+    def _worn(self, conn: _Upstream) -> bool:
+        return conn.requests >= self.max_requests or \
+            asyncio.get_running_loop().time() - conn.born >= self.max_age
+
     def _checkout(self) -> Optional[_Upstream]:
         while self._idle:
             conn = self._idle.pop()
-            if conn.usable():
+            if conn.usable() and not self._worn(conn):
                 return conn
             conn.transport.close()
         return None
@@ -312,6 +328,7 @@ class AsyncPool:
                 conn.transport.close()
                 raise TransportError(describe(exc), sent=False) from exc
             conn.peer_cert_der = der
+        conn.born = loop.time()
         return conn
 
     def close(self) -> None:

@@ -527,16 +527,13 @@ def test_a_certificate_alert_on_a_used_connection_may_follow_a_handled_request(a
     def pool_it() -> None:                 # a connection used before
         conn.connection_made(transport)
         conn.peer_cert_der = b"cert"
+        conn.born = asyncio.get_running_loop().time()
         pool._idle.append(conn)
     aio.call(pool_it)
     with pytest.raises(TransportError) as ei:
         aio.run(pool.post("/", b"<q/>", {}))
     assert transport.sent.startswith(b"POST / HTTP/1.1")  # the request went out
     assert ei.value.sent is True                          # so no other server may get it
-
-
-# Not ported: test_client_context_takes_no_later_certificate_request checks
-# edges.tls.client_context (the SSLContext both engines are given), not the pool.
 
 
 def test_connection_closed_while_the_loop_was_busy_is_not_used_again(aio):
@@ -628,3 +625,22 @@ def test_waiting_for_a_free_connection_is_bounded_by_the_timeout(aio):
     assert not ei.value.sent
     assert str(ei.value) == ("no connection to the server became free within 0.3 s "
                              "(at most 1 at once)")
+
+
+def test_kept_connections_are_recycled_after_max_requests_and_max_age(aio):
+    """Peer connections kept for ever held a consumer on the node that survived a
+    restart of its sibling behind a balancer: they end after ``max_requests`` or
+    ``max_age`` seconds, so new ones spread again."""
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    srv = ScriptedServer([[ok, ok], [ok]])
+    pool = aio.pool(srv.port, max_requests=2)
+    for _ in range(3):
+        assert aio.run(pool.post("/", b"<q/>", {})).status == 200
+    assert srv.connections == 2
+    srv.close()
+    srv = ScriptedServer([[ok], [ok]])
+    pool = aio.pool(srv.port, max_age=0.0)
+    for _ in range(2):
+        assert aio.run(pool.post("/", b"<q/>", {})).status == 200
+    assert srv.connections == 2
+    srv.close()
