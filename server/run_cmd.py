@@ -58,6 +58,12 @@ def run(args) -> int:
     workers = args.workers or conf.listen.workers
     ch, cp = conf.listen.client_proxy
     sh, sp = conf.listen.server_proxy
+    from .port_claim import PortTaken, claim
+    try:
+        claim({"listen.client_proxy": (ch, cp), "listen.server_proxy": (sh, sp)})
+    except PortTaken as exc:
+        print(f"{exc}\n({args.conf})", file=sys.stderr)
+        return 1
     print(f"tunduk {conf.owner}/{conf.server_code}: client proxy http://{ch}:{cp}, "
           f"server proxy https://{sh}:{sp}, {workers} worker(s)", flush=True)
     if workers <= 1:

@@ -46,16 +46,45 @@ def test_two_workers_serve_exchanges_and_stop_on_sigterm(make_federation, echo_b
     assert "Traceback" not in "".join(errs), errs
 
 
-def test_a_worker_that_cannot_start_makes_tunduk_run_fail_with_the_reason(
-        make_federation):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_taken_port_is_named_by_its_configuration_key(make_federation, workers):
+    """With --workers 1 a taken port was a traceback; now one message with the key."""
     files = make_federation()
     taken = socket.create_server(("127.0.0.1", files.provider.client_port))
     try:
         proc = subprocess.run([sys.executable, "-m", "tunduk.server.cli", "run",
-                               "--workers", "2", str(files.provider.server_toml)],
+                               "--workers", workers, str(files.provider.server_toml)],
                               capture_output=True, text=True, timeout=60)
     finally:
         taken.close()
     assert proc.returncode == 1, proc.stderr
-    assert "address already in use" in proc.stderr.lower()
-    assert "a worker failed; stopping the others" in proc.stderr
+    assert f"listen.client_proxy: cannot listen on 127.0.0.1:{files.provider.client_port}" \
+        in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_second_instance_on_the_same_ports_is_refused(make_federation):
+    """Two ``tunduk run --workers 2`` on the same ports both bound (SO_REUSEPORT) and
+    split the traffic between two configurations and two logs."""
+    first_files, second_files = make_federation(), make_federation()
+    ports = (first_files.provider.client_port, first_files.provider.server_port)
+    text = second_files.provider.server_toml.read_text()
+    second_files.provider.server_toml.write_text(
+        text.replace(f"127.0.0.1:{second_files.provider.client_port}",
+                     f"127.0.0.1:{ports[0]}")
+            .replace(f"127.0.0.1:{second_files.provider.server_port}",
+                     f"127.0.0.1:{ports[1]}"))
+    tunduk = [sys.executable, "-m", "tunduk.server.cli", "run", "--workers", "2"]
+    first = subprocess.Popen(tunduk + [str(first_files.provider.server_toml)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_listening(f"http://127.0.0.1:{ports[0]}/", first)
+        second = subprocess.run(tunduk + [str(second_files.provider.server_toml)],
+                                capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1, second.stderr
+        assert f"listen.client_proxy: 127.0.0.1:{ports[0]} is served by another tunduk " \
+               "instance" in second.stderr
+        assert "Traceback" not in second.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(20)
