@@ -17,6 +17,8 @@ from datetime import datetime, timezone
 from typing import Optional
 from urllib.parse import parse_qs, urlsplit
 
+from cryptography import x509
+
 from tunduk.schemas import SCHEMA_NAMES, schema_bytes
 
 from ...conf.model import LegacyAlias, LocalService
@@ -36,6 +38,7 @@ from ...services.hosting import call_wsgi, load_wsgi_app, local_wsdl
 from ..answers import fault_body, internal_error, too_large
 from ..backend import (WSDL_PLACEHOLDER_ADDRESS, Backends, backend_path, request_headers,
                        unreachable, wsdl_location)
+from ..cert_health import certificate_health
 from ..client_proxy import (Failover, PeerPins, fault_answer, legacy_alias, response_of,
                             service_from_query)
 from ..http_wire import Response, TransportError
@@ -109,6 +112,9 @@ class ClientProxy:
         self.slots = ServiceSlots()     # per provider service: a hanging one holds few
         owner = self.conf.owner
         self.owner = ClientId(owner.instance, owner.member_class, owner.member_code)
+        self.own_certs = {"signing": side.signer.cert,
+                          "TLS": x509.load_pem_x509_certificate(
+                              self.conf.keys.auth_cert.read_bytes())}
 
     def _make_pool(self, host: str, port: int) -> AsyncPool:
         return AsyncPool(host, port, ssl_context=self.ssl_context, timeout=self.timeout,
@@ -198,6 +204,13 @@ class ClientProxy:
         if path == "/healthz":
             status, doc = await asyncio.get_running_loop().run_in_executor(
                 self.executor, health, self.side.log)
+            expired, doc["certificates"] = certificate_health(
+                self.own_certs, datetime.now(timezone.utc))
+            if any(c["state"] != "ok" for c in doc["certificates"].values()):
+                doc["status"] = "failing"
+            if expired is not None:
+                status, doc["accepting"] = 503, False
+                doc.setdefault("refusing", expired)
             body = json.dumps(doc, indent=1, sort_keys=True).encode("utf-8") + b"\n"
             return Answer(status, [("Content-Type", "application/json")], body)
         raise XRoadError(errors.INVALID_HTTP_METHOD,
