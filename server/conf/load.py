@@ -19,6 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from .. import pki
+from ..core.envelope import XmlLimits
 from ..core.errors import XRoadError
 from ..core.identifiers import ClientId, MemberId, ServiceId
 from .model import (AccessRule, Federation, Keys, LegacyAlias, Listen, LocalService,
@@ -366,7 +367,14 @@ _TOP = {
     "access": _Key("tables", False, "one [[access]] table per service"),
     "messagelog": _Key("table"),
     "legacy": _Key("tables", False, "one [[legacy]] table per alias"),
+    "limits": _Key("table"),
 }
+_LIMITS = {name: _Key("int", False, hint) for name, hint in (
+    ("max_depth", "elements nested in one message, at most"),
+    ("max_elements", "elements in one message, at most"),
+    ("max_attributes", "attributes on one element, at most"),
+    ("max_namespaces", "namespace declarations on one element, at most"),
+    ("max_namespaces_in_scope", "namespaces in scope of one element, at most"))}
 _SERVER = {
     "owner": _Key("str", True, "member id INSTANCE/CLASS/CODE of the owner"),
     "code": _Key("str", True, "this server's code, as registered in the federation"),
@@ -379,6 +387,11 @@ _LISTEN = {
     "server_proxy": _Key("str", False, "HOST:PORT for other security servers (mutual TLS)"),
     "workers": _Key("int"),
     "threads": _Key("int"),
+    "max_connections": _Key("int", False, "connections per listening proxy and worker"),
+    "max_connections_per_peer": _Key("int", False, "connections from one IP address"),
+    "head_timeout": _Key("num", False, "seconds a request's head may take to arrive"),
+    "peer_connection_max_age": _Key("num", False, "seconds a kept peer connection is "
+                                    "reused (so that balancers spread load again)"),
 }
 _KEYS = {name: _Key("str", True, f"path of the {name.replace('_', ' ')} PEM file")
          for name in ("auth_key", "auth_cert", "sign_key", "sign_cert")}
@@ -613,10 +626,11 @@ def _load_server_conf(path: Path, dates: Optional[_Dates]) -> ServerConf:
             hp = _host_port(f, f"listen.{name}", lst[name], allow_zero=True)
             if hp:
                 listen_kw[name] = hp
-    for name in ("workers", "threads"):
+    for name in ("workers", "threads", "max_connections", "max_connections_per_peer",
+                 "head_timeout", "peer_connection_max_age"):
         if name in lst:
-            if lst[name] < 1:
-                f.add(f"listen.{name}", "must be at least 1")
+            if lst[name] <= 0 or (isinstance(lst[name], int) and lst[name] < 1):
+                f.add(f"listen.{name}", "must be positive (integers: at least 1)")
             else:
                 listen_kw[name] = lst[name]
     if (listen_kw.get("client_proxy") and listen_kw.get("client_proxy") ==
@@ -769,11 +783,18 @@ def _load_server_conf(path: Path, dates: Optional[_Dates]) -> ServerConf:
         if lpath is not None and cid is not None and sid is not None:
             legacy.append(LegacyAlias(lpath, cid, sid))
 
+    # --- limits
+    limits = f.table(top["limits"], "limits", _LIMITS) if "limits" in top else {}
+    for name, value in limits.items():
+        if value < 1:
+            f.add(f"limits.{name}", "must be at least 1")
+    xml_limits = XmlLimits(**{k: v for k, v in limits.items() if v >= 1})
+
     if problems:
         raise ConfError(problems)
     assert owner is not None and code is not None and fed is not None
     return ServerConf(
-        owner=owner, server_code=code, clients=tuple(clients),
+        owner=owner, server_code=code, clients=tuple(clients), xml_limits=xml_limits,
         listen=Listen(**listen_kw),
         keys=Keys(*(f.path_of(keys[n]) for n in ("auth_key", "auth_cert", "sign_key", "sign_cert"))),
         federation=fed, services=services, access=tuple(access), data_dir=data_dir,

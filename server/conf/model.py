@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from ..core.envelope import XmlLimits
 from ..core.identifiers import ClientId, MemberId, ServiceId
 
 
@@ -85,6 +86,10 @@ class Listen:
     server_proxy: tuple[str, int] = ("127.0.0.1", 8443)
     workers: int = 1
     threads: int = 16          # executor threads for what blocks (hosted services)
+    max_connections: int = 4096            # per listening proxy and worker
+    max_connections_per_peer: int = 512    # from one IP address
+    head_timeout: float = 10.0             # s from a request's first byte to its head
+    peer_connection_max_age: float = 30.0  # s a kept connection to a peer is reused
 
 
 @dataclass(frozen=True)
@@ -122,6 +127,7 @@ class ServerConf:
     messagelog: MessageLogConf = field(default_factory=MessageLogConf)
     legacy: tuple[LegacyAlias, ...] = ()
     source: Optional[Path] = None
+    xml_limits: XmlLimits = field(default_factory=XmlLimits)
 
     def is_own_client(self, client: ClientId) -> bool:
         return client in self.clients

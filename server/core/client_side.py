@@ -77,7 +77,7 @@ class ClientSide(Side):
             check_content_type(content_type)
             soap, soap_type = raw, content_type
         self.log.check_accepting()
-        env = parse_envelope(soap, soap_type, request=True)
+        env = parse_envelope(soap, soap_type, request=True, limits=self.conf.xml_limits)
         check_soap_action(soap_action, env.xroad.service.service_code)
         self.check_client(env)
         targets = self.find_provider_servers(env)

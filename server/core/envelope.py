@@ -148,9 +148,10 @@ def plain_utf8(data: bytes, content_type: Optional[str]) -> bool:
     return document_charset(data, content_type) == "utf-8"
 
 
-def parse_xml(data: bytes, content_type: Optional[str] = None) -> etree._Element:
+def parse_xml(data: bytes, content_type: Optional[str] = None,
+              limits: XmlLimits = LIMITS) -> etree._Element:
     """Parse bytes with the hardened parser, in the charset of document_charset();
-    DOCTYPEs are refused outright."""
+    DOCTYPEs are refused outright, and what ``limits`` do not allow."""
     charset = document_charset(data, content_type)
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
@@ -166,8 +167,8 @@ def parse_xml(data: bytes, content_type: Optional[str] = None) -> etree._Element
     if root.getroottree().docinfo.doctype:
         raise errors.XRoadError(errors.INVALID_XML,
                                 "DOCTYPE declarations are not allowed in messages")
-    if charset == "utf-16" or not within_at_a_glance(data, LIMITS):
-        check_limits(root, LIMITS)
+    if charset == "utf-16" or not within_at_a_glance(data, limits):
+        check_limits(root, limits)
     return root
 
 
@@ -362,9 +363,9 @@ def read_xroad_headers(header: Optional[etree._Element], *, request: bool) -> XR
 
 
 def parse_envelope(data: bytes, content_type: Optional[str] = None, *,
-                   request: bool = True) -> Envelope:
+                   request: bool = True, limits: XmlLimits = LIMITS) -> Envelope:
     """Parse and check an X-Road SOAP message (request or response)."""
-    root = parse_xml(data, content_type)
+    root = parse_xml(data, content_type, limits)
     return envelope_from_tree(root, request=request)
 
 

@@ -76,7 +76,7 @@ class ServerSide(Side):
             soap, soap_type = msg.root.content, msg.root_content_type()
         else:
             content_type_mod.soap_request(content_type)
-        env = parse_envelope(soap, soap_type, request=True)
+        env = parse_envelope(soap, soap_type, request=True, limits=self.conf.xml_limits)
         self.check_peer(env, peer_cert_der)
         verified = detached.verify_message(soap, soap_type, signature, self.trust)
         signing.refuse_auth_cert(verified.cert_der, self.conf.federation)

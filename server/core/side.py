@@ -30,8 +30,7 @@ class Side:
         if getattr(self.log, "enabled", True):
             records.append(make_record(env, raw, **record))
 
-    @staticmethod
-    def parse_answer(raw: bytes, content_type: Optional[str], status: int, who: str
+    def parse_answer(self, raw: bytes, content_type: Optional[str], status: int, who: str
                      ) -> tuple[Optional["mime.Multipart"], bytes, etree._Element,
                                 Optional[etree._Element], etree._Element]:
         """(multipart or None, SOAP part bytes, root, Header, Body) of an answer from
@@ -42,7 +41,7 @@ class Side:
             if mime.is_multipart_related(content_type):
                 msg = mime.split(raw, content_type)
                 raw, content_type = msg.root.content, msg.root_content_type()
-            root = parse_xml(raw, content_type)
+            root = parse_xml(raw, content_type, self.conf.xml_limits)
             header, body = split_envelope(root)
         except XRoadError as exc:
             raise XRoadError(errors.INVALID_RESPONSE,

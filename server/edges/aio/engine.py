@@ -47,10 +47,13 @@ class AioEngine:
         if attach is not None:
             attach(loop)
 
+        lst = c.listen
+
         def protocol(handler):
-            admission = Admission()      # one per listening proxy
+            admission = Admission(lst.max_connections, lst.max_connections_per_peer)
             return lambda: HttpConnection(handler, server_name=name,
                                           connections=self.connections,
+                                          head_timeout=lst.head_timeout,
                                           admission=admission)
         server_ctx = tls.server_context(c.federation.ca_certs_pem, c.keys.auth_cert,
                                         c.keys.auth_key)

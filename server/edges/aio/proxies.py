@@ -118,7 +118,8 @@ class ClientProxy:
 
     def _make_pool(self, host: str, port: int) -> AsyncPool:
         return AsyncPool(host, port, ssl_context=self.ssl_context, timeout=self.timeout,
-                         verify_peer=self.pins.verifier(host, port))
+                         verify_peer=self.pins.verifier(host, port),
+                         max_age=self.conf.listen.peer_connection_max_age)
 
     async def __call__(self, request: Request) -> Answer:
         try:

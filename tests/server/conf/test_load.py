@@ -107,6 +107,21 @@ def test_legacy_aliases_and_postgresql_log_load(make_federation, dev_ca):
     assert conf.legacy[0].service.version == "v1"
 
 
+def test_limits_and_connection_settings_load(make_federation):
+    import tomllib
+    fed = make_federation(listen={"max_connections": 100, "head_timeout": 2.5,
+                                  "peer_connection_max_age": 5})
+    doc = tomllib.loads(fed.provider.server_toml.read_text())
+    doc["limits"] = {"max_attributes": 8, "max_depth": 40}
+    fed.provider.server_toml.write_text(dumps(doc))
+    conf = load_server_conf(fed.provider.server_toml)
+    assert (conf.listen.max_connections, conf.listen.head_timeout,
+            conf.listen.peer_connection_max_age) == (100, 2.5, 5)
+    assert conf.listen.max_connections_per_peer == 512
+    assert (conf.xml_limits.max_attributes, conf.xml_limits.max_depth,
+            conf.xml_limits.max_namespaces) == (8, 40, 64)
+
+
 def test_tsa_url_without_pinned_tsa_cert_is_a_problem(make_federation):
     fed = make_federation(messagelog={"backend": "sqlite", "tsa_url": "http://127.0.0.1:3180/"})
     with pytest.raises(ConfError) as ei:
@@ -121,7 +136,7 @@ def test_tsa_url_without_pinned_tsa_cert_is_a_problem(make_federation):
 def _set(doc, path, value):
     *head, last = path
     for k in head:
-        doc = doc[k]
+        doc = doc.setdefault(k, {}) if isinstance(doc, dict) else doc[k]
     doc[last] = value
 
 
@@ -139,6 +154,12 @@ def _other_ca_sign_cert(fed, tmp):
 
 
 CASES = {
+    "limit below one": (lambda s, f, x: _set(s, ["limits", "max_attributes"], 0),
+                        "server", "limits.max_attributes", "must be at least 1"),
+    "unknown limit": (lambda s, f, x: _set(s, ["limits", "max_text"], 5),
+                      "server", "limits.max_text", "unknown key"),
+    "negative head timeout": (lambda s, f, x: _set(s, ["listen", "head_timeout"], -1),
+                              "server", "listen.head_timeout", "must be positive"),
     "bad owner id": (lambda s, f, x: _set(s, ["server", "owner"], "KG/GOV"),
                      "server", "server.owner", "bad member id"),
     "bad characters in owner": (lambda s, f, x: _set(s, ["server", "owner"], "KG/GOV/7 1"),

@@ -257,3 +257,20 @@ def test_stated_request_hash_must_be_that_of_the_request(pair):
     with pytest.raises(XRoadError) as ei:
         provider.accept(pending.body, pending.content_type, peer, forged)
     assert ei.value.code == errors.INVALID_REQUEST_HASH
+
+
+def test_the_servers_own_xml_limits_apply(make_federation):
+    """[limits] of server.toml, not only the defaults, bound what a message may hold."""
+    import dataclasses
+
+    from tunduk.server.core.envelope import XmlLimits
+    fed = make_federation()
+    consumer = side(ClientSide, fed.consumer)
+    consumer.conf = dataclasses.replace(consumer.conf,
+                                        xml_limits=XmlLimits(max_attributes=2))
+    raw = request().replace(b"<reg:personalCode>",
+                            b'<reg:personalCode a="1" b="2" c="3">', 1)
+    with pytest.raises(XRoadError) as ei:
+        consumer.prepare(raw, "text/xml")
+    assert ei.value.code == errors.INVALID_XML
+    assert "more attributes than 2 (limit max_attributes)" in ei.value.message
