@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from typing import Optional
+from xml.parsers import expat
 
 import xmlsec
 from cryptography import x509
@@ -19,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
 from ..core import detached
-from ..core.envelope import parse_xml
+from ..core.envelope import document_charset
 from ..core.records import CONTAINER_END, CONTAINER_NS, MESSAGE_END
 
 DSIG_NS = "http://www.w3.org/2000/09/xmldsig#"
@@ -75,19 +76,139 @@ def logged_message(envelope: bytes) -> bytes:
 
 
 def body_hashes(envelope: bytes) -> set[str]:
-    """SHA-256 hex of the Body in the canonical forms a pipeline may have used."""
-    root = _parse(envelope)
-    packed = _unpack(root)
-    if packed is not None:
-        root = parse_xml(packed[0], packed[1])
-    body = root.find(f"{{{SOAP11_NS}}}Body")
-    if body is None:
-        return set()
-    out = set()
-    for exclusive in (True, False):
-        out.add(hashlib.sha256(etree.tostring(body, method="c14n", exclusive=exclusive,
-                                              with_comments=False)).hexdigest())
-    return out
+    """SHA-256 hex of the Body's exclusive canonical form (exc-c14n, without comments),
+    the digest the pipeline logs (core/records.py); empty if there is no Body."""
+    packed = _unpack(_parse(envelope))
+    data, content_type = (envelope, None) if packed is None else packed
+    digest = body_digest(data, content_type)
+    return set() if digest is None else {digest}
+
+
+XML_NS = "http://www.w3.org/XML/1998/namespace"
+_TEXT_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#xD;"})
+_ATTR_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", '"': "&quot;", "\t": "&#x9;",
+                               "\n": "&#xA;", "\r": "&#xD;"})
+
+
+def body_digest(message: bytes, content_type: Optional[str] = None) -> Optional[str]:
+    """SHA-256 hex of the exc-c14n form of the SOAP 1.1 Body of ``message``, or None.
+
+    Streamed from expat in one pass: libxml2's canonicaliser sorts attributes and
+    namespaces by repeated insertion and re-walks every namespace in scope, so its time
+    grows with their square on crafted messages; this writes the same bytes in time
+    linear in the message.
+    """
+    charset = document_charset(message, content_type)
+    codec = {"utf-8": "utf-8-sig", "utf-16": "utf-16"}.get(charset, charset)
+    c14n = _BodyC14n()
+    parser = expat.ParserCreate()
+    parser.ordered_attributes = True
+    parser.buffer_text = True
+    parser.StartDoctypeDeclHandler = _refuse_doctype
+    parser.StartElementHandler = c14n.start
+    parser.EndElementHandler = c14n.end
+    parser.CharacterDataHandler = c14n.text
+    parser.ProcessingInstructionHandler = c14n.pi
+    parser.Parse(message.decode(codec), True)
+    if not c14n.found:
+        return None
+    return hashlib.sha256("".join(c14n.out).encode("utf-8")).hexdigest()
+
+
+def _refuse_doctype(*_args) -> None:
+    raise ValueError("message has a DOCTYPE")
+
+
+def _split(qname: str) -> tuple[str, str]:
+    prefix, _, local = qname.rpartition(":")
+    return prefix, local
+
+
+class _BodyC14n:
+    """Expat handlers writing the exclusive canonical form of the document element's
+    first ``{SOAP 1.1}Body`` child: namespaces rendered where visibly used and not
+    already rendered by an output ancestor, namespaces sorted by prefix, attributes by
+    (namespace URI, local name)."""
+
+    def __init__(self) -> None:
+        self.bound: dict[str, list[str]] = {"xml": [XML_NS]}   # in scope
+        self.rendered: dict[str, list[str]] = {}              # by output ancestors
+        self.frames: list[tuple[list[str], list[str], str]] = []
+        self.depth = 0
+        self.inside = False
+        self.found = False
+        self.out: list[str] = []
+
+    def _uri(self, prefix: str) -> str:
+        stack = self.bound.get(prefix)
+        if stack:
+            return stack[-1]
+        if prefix:
+            raise ValueError(f"namespace prefix {prefix!r} is not declared")
+        return ""
+
+    def start(self, name: str, attrs: list[str]) -> None:
+        declared, plain = [], []
+        for i in range(0, len(attrs), 2):
+            key, value = attrs[i], attrs[i + 1]
+            if key == "xmlns" or key.startswith("xmlns:"):
+                prefix = key[6:]
+                declared.append(prefix)
+                self.bound.setdefault(prefix, []).append(value)
+            else:
+                plain.append((key, value))
+        self.depth += 1
+        prefix, local = _split(name)
+        if not self.inside and not self.found and self.depth == 2 \
+                and local == "Body" and self._uri(prefix) == SOAP11_NS:
+            self.inside = self.found = True
+        rendered: list[str] = []
+        if self.inside:
+            rendered = self._write_start(name, prefix, plain)
+        self.frames.append((declared, rendered, name))
+
+    def _write_start(self, name: str, prefix: str, plain: list) -> list[str]:
+        attributes, used = [], {prefix}
+        for key, value in plain:
+            p, local = _split(key)
+            if p and p != "xml":
+                used.add(p)
+            attributes.append(("" if not p else self._uri(p), local, key, value))
+        namespaces = []
+        for p in used:
+            uri = self._uri(p)
+            stack = self.rendered.get(p)
+            if (stack[-1] if stack else "" if not p else None) != uri:
+                namespaces.append(p)
+                self.rendered.setdefault(p, []).append(uri)
+        parts = ["<", name]
+        for p in sorted(namespaces):      # URIs as written: libxml2 does not escape them
+            parts += (" xmlns:" if p else " xmlns", p, '="', self.rendered[p][-1], '"')
+        for _uri, _local, key, value in sorted(attributes, key=lambda a: a[:2]):
+            parts += (" ", key, '="', value.translate(_ATTR_ESCAPES), '"')
+        parts.append(">")
+        self.out.append("".join(parts))
+        return namespaces
+
+    def end(self, name: str) -> None:
+        declared, rendered, _ = self.frames.pop()
+        if self.inside:
+            self.out.append(f"</{name}>")
+            for p in rendered:
+                self.rendered[p].pop()
+        for p in declared:
+            self.bound[p].pop()
+        self.depth -= 1
+        if self.depth == 1:
+            self.inside = False
+
+    def text(self, data: str) -> None:
+        if self.inside:
+            self.out.append(data.translate(_TEXT_ESCAPES))
+
+    def pi(self, target: str, data: str) -> None:
+        if self.inside:
+            self.out.append(f"<?{target} {data}?>" if data else f"<?{target}?>")
 
 
 def check_signature(envelope: bytes, cert_der: bytes) -> Optional[str]:

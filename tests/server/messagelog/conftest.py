@@ -131,3 +131,10 @@ def tsa(test_ca):
 def with_tsa(ml_conf, tsa) -> MessageLogConf:
     return replace(ml_conf, tsa_url=tsa.url, timestamp_interval=3600, timestamp_batch=1000,
                    timestamp_failure_grace=60)
+
+
+@pytest.fixture(scope="session")
+def manifest_signer(signer):
+    """The server's signing key, which signs archive manifests."""
+    from tunduk.server.messagelog.archive import ManifestSigner
+    return ManifestSigner(signer.key, signer.cert_der)

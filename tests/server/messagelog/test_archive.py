@@ -22,6 +22,11 @@ T0 = dt.datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 LATER = dt.datetime(2100, 1, 1, tzinfo=UTC)
 
 
+@pytest.fixture
+def signer_key(manifest_signer):
+    return manifest_signer
+
+
 def _fill(log, signer, n, start=0):
     recs = [signer.record(start + i, created=T0 + dt.timedelta(minutes=start + i))
             for i in range(n)]
@@ -43,9 +48,10 @@ def stamped(with_tsa, tmp_path, signer, factory):
     log.close()
 
 
-def test_archive_then_verify_ok(stamped, tmp_path, tsa):
+def test_archive_then_verify_ok(stamped, tmp_path, tsa, signer_key):
     log, store = stamped
-    res = archive_until(store, SERVER_ID, LATER, tmp_path / "arch", timestamped=True)
+    res = archive_until(store, SERVER_ID, LATER, tmp_path / "arch",
+                        timestamped=True, signer=signer_key)
     # Only the closed (time-stamped) period leaves the store.
     assert (res.first_seq, res.last_seq, res.records, res.removed) == (1, 4, 4, 4)
     assert [r.seq for r in store.records(SERVER_ID)] == [5, 6]
@@ -61,7 +67,8 @@ def test_archive_then_verify_ok(stamped, tmp_path, tsa):
     # The live chain is still verifiable across the cut, and keeps growing from it.
     assert verify_store(store, SERVER_ID) == []
     assert log.timestamper.run_once()
-    res2 = archive_until(store, SERVER_ID, LATER, tmp_path / "arch", timestamped=True)
+    res2 = archive_until(store, SERVER_ID, LATER, tmp_path / "arch",
+                        timestamped=True, signer=signer_key)
     assert (res2.first_seq, res2.last_seq) == (5, 6)
     m1 = json.loads(zipfile.ZipFile(res.path).read("manifest.json"))
     m2 = json.loads(zipfile.ZipFile(res2.path).read("manifest.json"))
@@ -70,32 +77,37 @@ def test_archive_then_verify_ok(stamped, tmp_path, tsa):
     assert store.count(SERVER_ID) == 0 and verify_store(store, SERVER_ID) == []
 
 
-def test_until_limits_the_period(ml_conf, tmp_path, signer, factory):
+def test_until_limits_the_period(ml_conf, tmp_path, signer, factory, signer_key):
     log = open_message_log(ml_conf, tmp_path, SERVER_ID)
     _fill(log, signer, 5)
     store = factory()
     res = archive_until(store, SERVER_ID, T0 + dt.timedelta(minutes=3), tmp_path / "a",
-                        timestamped=False)
+                        timestamped=False, signer=signer_key,
+                        allow_unstamped=True)
     assert (res.first_seq, res.last_seq) == (1, 3)
     assert [r.seq for r in store.records(SERVER_ID)] == [4, 5]
     rep = verify_archive(res.path)
     assert rep.ok, rep.problems
-    assert archive_until(store, SERVER_ID, T0, tmp_path / "a", timestamped=False) is None
+    assert archive_until(store, SERVER_ID, T0, tmp_path / "a", timestamped=False,
+                         signer=signer_key, allow_unstamped=True) is None
     store.close()
     log.close()
 
 
-def test_nothing_archived_without_timestamp(with_tsa, tmp_path, signer, factory):
+def test_nothing_archived_without_timestamp(with_tsa, tmp_path, signer, factory,
+                                            signer_key):
     log = open_message_log(with_tsa, tmp_path, SERVER_ID)
     _fill(log, signer, 3)
     store = factory()
-    assert archive_until(store, SERVER_ID, LATER, tmp_path / "a", timestamped=True) is None
+    assert archive_until(store, SERVER_ID, LATER, tmp_path / "a", timestamped=True,
+                         signer=signer_key) is None
     assert store.count(SERVER_ID) == 3
     store.close()
     log.close()
 
 
-def test_failed_archive_keeps_live_records(ml_conf, tmp_path, signer, factory):
+def test_failed_archive_keeps_live_records(ml_conf, tmp_path, signer, factory,
+                                           signer_key):
     """A broken chain in the store: the archive does not verify, nothing is removed."""
     log = open_message_log(ml_conf, tmp_path, SERVER_ID)
     _fill(log, signer, 3)
@@ -105,7 +117,8 @@ def test_failed_archive_keeps_live_records(ml_conf, tmp_path, signer, factory):
             (SERVER_ID,))
     from tunduk.server.messagelog.archive import ArchiveError
     with pytest.raises(ArchiveError, match="does not verify"):
-        archive_until(store, SERVER_ID, LATER, tmp_path / "a", timestamped=False)
+        archive_until(store, SERVER_ID, LATER, tmp_path / "a",
+                        timestamped=False, signer=signer_key, allow_unstamped=True)
     assert store.count(SERVER_ID) == 3
     store.close()
     log.close()
@@ -119,13 +132,14 @@ def _rewrite(src: Path, dst: Path, change) -> None:
 
 
 @pytest.fixture
-def archive(with_tsa, tmp_path, signer, factory):
+def archive(with_tsa, tmp_path, signer, factory, signer_key):
     """An archive of five time-stamped records, and the records."""
     log = open_message_log(with_tsa, tmp_path, SERVER_ID)
     recs = _fill(log, signer, 5)
     assert log.timestamper.run_once()
     store = factory()
-    res = archive_until(store, SERVER_ID, LATER, tmp_path / "out", timestamped=True)
+    res = archive_until(store, SERVER_ID, LATER, tmp_path / "out",
+                        timestamped=True, signer=signer_key)
     store.close()
     log.close()
     return res.path, recs
@@ -220,6 +234,15 @@ def test_other_tsa_cert_pinned_rejects(archive, test_ca):
 
 # -- the command line -------------------------------------------------------------------
 
+def _key_files(signer, tmp_path) -> list[str]:
+    """--sign-key/--sign-cert files of the server's signing key."""
+    from cryptography.hazmat.primitives import serialization
+    key, cert = tmp_path / "sign.key", tmp_path / "sign.pem"
+    key.write_bytes(signer._key_pem)
+    cert.write_bytes(signer.cert.public_bytes(serialization.Encoding.PEM))
+    return ["--sign-key", str(key), "--sign-cert", str(cert)]
+
+
 def test_cli_archive_verify_show_search(tmp_path, signer, capsys):
     db = tmp_path / "ml.sqlite3"
     log = open_message_log(MessageLogConf(backend="sqlite", path=db), tmp_path, SERVER_ID)
@@ -242,10 +265,13 @@ def test_cli_archive_verify_show_search(tmp_path, signer, capsys):
     assert [json.loads(l)["seq"] for l in capsys.readouterr().out.splitlines()] == [2]
 
     assert tunduk_main(["log", "check", *src]) == 0
+    keys = _key_files(signer, tmp_path)
     assert tunduk_main(["log", "archive", *src, "--until", "2024-03-01T12:05:00",
-                        "--out", str(tmp_path / "out")]) == 0
-    out = capsys.readouterr().out
+                        "--out", str(tmp_path / "out"), *keys, "--allow-unstamped"]) == 0
+    out, err = capsys.readouterr()
     assert "archived records seq 1..3" in out
+    assert "WARNING: records seq 1..3 were archived and removed without a time-stamp" \
+        in err
     (zip_path,) = (tmp_path / "out").glob("*.zip")
     assert tunduk_main(["log", "verify", str(zip_path)]) == 0
     assert capsys.readouterr().out.startswith("OK:")
@@ -316,3 +342,193 @@ def test_message_signed_by_the_pipeline_verifies(signer):
     changed = base64.b64encode(base64.b64decode(m.group(1)).replace(b">1<", b">2<"))
     why = envelope_check.check_signature(raw.replace(m.group(1), changed), signer.cert_der)
     assert why and "changed after signing" in why
+
+
+# -- an archive proves its own completeness ----------------------------------------------
+
+@pytest.fixture
+def two_tokens(with_tsa, tmp_path, signer, factory, signer_key):
+    """An archive of six records under two tokens (1..4 and 5..6)."""
+    log = open_message_log(with_tsa, tmp_path, SERVER_ID)
+    _fill(log, signer, 4)
+    assert log.timestamper.run_once()
+    _fill(log, signer, 2, start=4)
+    assert log.timestamper.run_once()
+    store = factory()
+    res = archive_until(store, SERVER_ID, LATER, tmp_path / "out", timestamped=True,
+                        signer=signer_key)
+    store.close()
+    log.close()
+    return res.path
+
+
+def _edit(src: Path, dst: Path, manifest=None, records=None, stamps=None) -> Path:
+    """Copy an archive, rewriting its manifest, record lines and timestamp lines (as
+    lists of dicts) with the given functions."""
+    def change(name, data):
+        if name == "manifest.json" and manifest:
+            return json.dumps(manifest(json.loads(data)), indent=2, sort_keys=True).encode()
+        fn = {"records.jsonl": records, "timestamps.jsonl": stamps}.get(name)
+        if fn is None:
+            return data
+        lines = fn([json.loads(l) for l in data.decode().splitlines()])
+        return "".join(json.dumps(l, sort_keys=True) + "\n" for l in lines).encode()
+    _rewrite(src, dst, change)
+    return dst
+
+
+def _lines(path: Path, name: str) -> list[dict]:
+    with zipfile.ZipFile(path) as zf:
+        return [json.loads(l) for l in zf.read(name).decode().splitlines()]
+
+
+def test_tail_cut_at_a_timestamp_boundary(two_tokens, tmp_path, tsa):
+    h4 = _lines(two_tokens, "records.jsonl")[3]["hash"]
+    bad = _edit(two_tokens, tmp_path / "tail.zip",
+                manifest=lambda m: {**m, "last_seq": 4, "record_count": 4,
+                                    "last_hash": h4, "timestamp_count": 1},
+                records=lambda ls: ls[:4], stamps=lambda ts: ts[:1])
+    assert verify_archive(two_tokens, tsa_cert_der=tsa.cert_der).ok
+    rep = verify_archive(bad, tsa_cert_der=tsa.cert_der)
+    assert any(p.startswith("manifest signature: the signature does not verify")
+               for p in rep.problems), rep.problems
+
+
+def test_head_dropped_at_a_timestamp_boundary(two_tokens, tmp_path, tsa):
+    h4 = _lines(two_tokens, "records.jsonl")[3]["hash"]
+    bad = _edit(two_tokens, tmp_path / "head.zip",
+                manifest=lambda m: {**m, "first_seq": 5, "record_count": 2,
+                                    "prev_hash": h4, "timestamp_count": 1},
+                records=lambda ls: ls[4:], stamps=lambda ts: ts[1:])
+    rep = verify_archive(bad, tsa_cert_der=tsa.cert_der)
+    assert any(p.startswith("manifest signature: the signature does not verify")
+               for p in rep.problems), rep.problems
+
+
+def _rehashed(lines: list[dict]) -> list[dict]:
+    """Record 2 rewritten and the chain recomputed from it, as a forger would."""
+    from tunduk.server.messagelog import chain
+    prev = lines[0]["hash"]
+    out = lines[:1]
+    for line in lines[1:]:
+        line = {**line, "prev_hash": prev}
+        if line["seq"] == 2:
+            line["client"] = "KG/GOV/666/evil"
+        enc = chain.canonical_encoding(
+            line["server_id"], line["seq"], line["message_id"], line["client"],
+            line["service"], line["direction"], line["side"], line["envelope_sha256"],
+            line["signature_cert_sha256"], line["body_sha256"], line["created"])
+        prev = line["hash"] = chain.record_hash(prev, enc)
+        out.append(line)
+    return out
+
+
+def test_rewritten_rehashed_unstamped_archive_fails_with_pinned_tsa(two_tokens, tmp_path,
+                                                                    tsa):
+    forged = _rehashed(_lines(two_tokens, "records.jsonl"))
+    bad = _edit(two_tokens, tmp_path / "forged.zip",
+                manifest=lambda m: {**m, "last_hash": forged[-1]["hash"],
+                                    "timestamped": False, "timestamp_count": 0},
+                records=lambda ls: forged, stamps=lambda ts: [])
+    rep = verify_archive(bad, tsa_cert_der=tsa.cert_der)
+    assert "records seq 1..6 are not time-stamped although a TSA certificate is pinned " \
+           "(give --allow-unstamped if this server did not time-stamp them)" in rep.problems
+    assert any(p.startswith("manifest signature:") for p in rep.problems)
+
+
+def test_unstamped_archive_with_pinned_tsa_needs_allow_unstamped(
+        ml_conf, tmp_path, signer, factory, signer_key, tsa):
+    log = open_message_log(ml_conf, tmp_path, SERVER_ID)
+    _fill(log, signer, 3)
+    log.close()
+    store = factory()
+    res = archive_until(store, SERVER_ID, LATER, tmp_path / "a", timestamped=False,
+                        signer=signer_key, allow_unstamped=True)
+    store.close()
+    rep = verify_archive(res.path, tsa_cert_der=tsa.cert_der)
+    assert rep.problems == ["records seq 1..3 are not time-stamped although a TSA "
+                            "certificate is pinned (give --allow-unstamped if this server "
+                            "did not time-stamp them)"]
+    rep = verify_archive(res.path, tsa_cert_der=tsa.cert_der, allow_unstamped=True)
+    assert rep.ok and "records seq 1..3 are not time-stamped: only the server's " \
+                      "signature vouches for them" in rep.warnings
+
+
+def test_archive_without_tsa_refuses_to_remove_unstamped(tmp_path, signer, capsys):
+    db = tmp_path / "ml.sqlite3"
+    log = open_message_log(MessageLogConf(backend="sqlite", path=db), tmp_path, SERVER_ID)
+    _fill(log, signer, 3)
+    log.close()
+    src = ["--db", f"sqlite:{db}", "--server-id", SERVER_ID, *_key_files(signer, tmp_path)]
+    assert tunduk_main(["log", "archive", *src, "--until", "2100-01-01",
+                        "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "give --allow-unstamped" in err
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+    assert tunduk_main(["log", "check", "--db", f"sqlite:{db}", "--server-id",
+                        SERVER_ID]) == 0
+    assert "intact (seq 1..3)" in capsys.readouterr().out
+
+
+def test_continuity_with_the_previous_archive(stamped, tmp_path, signer_key, tsa):
+    log, store = stamped
+    first = archive_until(store, SERVER_ID, LATER, tmp_path / "a", timestamped=True,
+                          signer=signer_key).path
+    assert log.timestamper.run_once()
+    second = archive_until(store, SERVER_ID, LATER, tmp_path / "a", timestamped=True,
+                           signer=signer_key).path
+    alone = verify_archive(second, tsa_cert_der=tsa.cert_der)
+    assert alone.ok and any("continuity with the archive before this one (ending at seq "
+                            "4) was not checked" in w for w in alone.warnings)
+    assert verify_archive(second, tsa_cert_der=tsa.cert_der, previous=first).ok
+    rep = verify_archive(second, tsa_cert_der=tsa.cert_der, previous=second)
+    assert any("does not continue the previous archive" in p for p in rep.problems)
+
+
+def test_cli_says_which_certificates_it_trusted(archive, signer, tmp_path, tsa, capsys):
+    from cryptography.hazmat.primitives import serialization
+    path, _ = archive
+    assert tunduk_main(["log", "verify", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("OK:")
+    assert "WARNING: time-stamp tokens were verified with the TSA certificate inside the " \
+           "archive, not a pinned one" in err
+    assert "WARNING: the manifest signature was verified with the certificate inside " \
+           "the archive" in err
+    tsa_pem, sign_pem = tmp_path / "tsa.pem", tmp_path / "sign.pem"
+    tsa_pem.write_bytes(tsa.cert.public_bytes(serialization.Encoding.PEM))
+    sign_pem.write_bytes(signer.cert.public_bytes(serialization.Encoding.PEM))
+    assert tunduk_main(["log", "verify", str(path), "--tsa-cert", str(tsa_pem),
+                        "--sign-cert", str(sign_pem)]) == 0
+    assert "WARNING" not in capsys.readouterr().err
+
+
+# -- malformed input: one line, exit status 2 ---------------------------------------------
+
+@pytest.mark.parametrize("what", ["first_seq string", "server_id missing", "manifest list",
+                                  "records line list"])
+def test_malformed_archive_is_one_line_exit_2(archive, tmp_path, capsys, what):
+    path, _ = archive
+    change = {
+        "first_seq string": dict(manifest=lambda m: {**m, "first_seq": "1"}),
+        "server_id missing": dict(manifest=lambda m: {k: v for k, v in m.items()
+                                                      if k != "server_id"}),
+        "manifest list": dict(manifest=lambda m: []),
+        "records line list": dict(records=lambda ls: [[1, 2]] + ls[1:]),
+    }[what]
+    bad = _edit(path, tmp_path / "bad.zip", **change)
+    assert tunduk_main(["log", "verify", str(bad)]) == 2
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and err.startswith("tunduk log verify: ")
+    assert "restore the archive from a copy" in err and out == ""
+
+
+@pytest.mark.parametrize("argv", [["archive", "--until", "garbage", "--out", "x"],
+                                  ["search", "--since", "garbage"]])
+def test_bad_time_is_one_line_exit_2(tmp_path, signer, capsys, argv):
+    db = tmp_path / "ml.sqlite3"
+    open_message_log(MessageLogConf(backend="sqlite", path=db), tmp_path, SERVER_ID).close()
+    assert tunduk_main(["log", *argv, "--db", f"sqlite:{db}", "--server-id",
+                        SERVER_ID]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'garbage' is not an ISO-8601 time" in err
