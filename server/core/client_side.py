@@ -24,7 +24,7 @@ from lxml import etree
 from ..conf.model import SecurityServer
 from . import content_type as content_type_mod
 from . import detached, errors, exchange, mime, signing
-from .envelope import (Envelope, check_soap_action, document_charset, envelope_from_parts,
+from .envelope import (Envelope, check_soap_action, envelope_from_parts,
                        parse_envelope, serialize)
 from .errors import XRoadError
 from .side import Side
@@ -56,11 +56,10 @@ def check_content_type(content_type: Optional[str]) -> None:
     content_type_mod.soap_request(content_type)
 
 
-def written_content_type(soap: bytes, content_type: Optional[str]) -> str:
-    """The Content-Type tunduk sends with the plain SOAP message ``soap`` received as
-    ``content_type``: text/xml and the charset it was read in, never the sender's
-    string."""
-    return f"text/xml; charset={document_charset(soap, content_type)}"
+def written_content_type(env: Envelope) -> str:
+    """The Content-Type tunduk sends with a plain SOAP message: text/xml and the
+    charset it was read in, never the sender's string."""
+    return f"text/xml; charset={env.charset}"
 
 
 class ClientSide(Side):
@@ -90,7 +89,7 @@ class ClientSide(Side):
                              "write those; remove it")
         digest = exchange.request_hash(soap)
         if msg is None:
-            signed, signed_type = soap, written_content_type(soap, soap_type)
+            signed, signed_type = soap, written_content_type(env)
             body, ctype = soap, signed_type
         else:
             exchange.add_attachment_digests(env.header, msg.attachments)
@@ -138,7 +137,7 @@ class ClientSide(Side):
     def finish(self, pending: PendingExchange, raw: bytes,
                content_type: Optional[str], status: int,
                signature: Optional[bytes]) -> bytes:
-        msg, soap, root, header, body = self.parse_answer(
+        msg, soap, root, header, body, charset = self.parse_answer(
             raw, content_type, status, "the provider's security server")
         if signature is None:
             fault = _fault_code(body)
@@ -168,7 +167,7 @@ class ClientSide(Side):
                   content_type=soap_type, signature=signature)
         if msg is None:
             pending.response_content_type = SIGNED_CONTENT_TYPE
-            if document_charset(soap, soap_type) == "utf-8":   # the provider's bytes
+            if charset == "utf-8":   # the provider's bytes
                 return soap
             # another charset: the client gets what tunduk read and checked, in UTF-8
             return serialize(root)

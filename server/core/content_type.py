@@ -16,6 +16,7 @@ UTF-7, UTF-32, EBCDIC and the stateful ISO-2022 family are refused.  No I/O.
 from __future__ import annotations
 
 import codecs
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
@@ -41,6 +42,7 @@ _CHARSETS = {
 }
 
 
+@functools.lru_cache(maxsize=256)
 def charset_name(label: str, where: str) -> str:
     """The name tunduk uses for charset ``label`` (from ``where``), or InvalidContentType
     for a charset that parsers do not all decode alike."""
@@ -82,7 +84,13 @@ class ContentType:
 
 def parse(value: Optional[str], what: str = "Content-Type") -> ContentType:
     """``value`` parsed strictly (see the module docstring); InvalidContentType, naming
-    what is wrong, for anything else."""
+    what is wrong, for anything else.  The few values a server sees are parsed once
+    (do not change the result's ``params``)."""
+    return _parse(value, what)
+
+
+@functools.lru_cache(maxsize=512)
+def _parse(value: Optional[str], what: str) -> ContentType:
     if value is None or not value.strip():
         raise XRoadError(errors.INVALID_CONTENT_TYPE,
                          f"the {what} is missing: send the SOAP message as "

@@ -192,8 +192,7 @@ def sign_message(data: bytes, content_type: str, key: SigningKey, *,
         raw = ctx.sign_binary(signed_info.encode(), _XMLSEC_TRANSFORMS[key._method_uri])
     except xmlsec.Error as exc:
         raise XRoadError(errors.INTERNAL_ERROR, f"signing the message failed: {exc}")
-    order = _CURVE_ORDERS.get(getattr(getattr(key.cert.public_key(), "curve", None),
-                                      "name", None))
+    order = _curve_order(key.cert)
     if order is not None:
         raw = _low_s(raw, order)
     return _SIGNATURE.format(signed_info=signed_info, signature_value=_b64(raw),
@@ -210,9 +209,14 @@ def _low_s(raw: bytes, order: int) -> bytes:
     return raw[:half] + (order - s).to_bytes(half, "big")
 
 
+def _curve_order(cert: x509.Certificate) -> Optional[int]:
+    """The group order of an EC certificate's curve (None for RSA)."""
+    return _CURVE_ORDERS.get(getattr(getattr(cert.public_key(), "curve", None), "name",
+                                     None))
+
+
 def _high_s(raw: bytes, cert: x509.Certificate) -> bool:
-    order = _CURVE_ORDERS.get(getattr(getattr(cert.public_key(), "curve", None),
-                                      "name", None))
+    order = _curve_order(cert)
     return order is not None and int.from_bytes(raw[len(raw) // 2:], "big") > order // 2
 
 

@@ -6,6 +6,7 @@ bare-hex ids, userId without a country prefix), as X-Road clients expect.
 """
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from dataclasses import dataclass
@@ -95,7 +96,16 @@ def document_charset(data: bytes, content_type: Optional[str]) -> str:
     charsets outside core/content_type.py's list and UTF-16/32 without a byte order
     mark.  Nothing named: UTF-8.
     """
-    header = content_type_mod.parse(content_type).charset if content_type else None
+    header = _header_charset(content_type) if content_type else None
+    if data[:1] == b"<" and data[1:2] != b"\x00" and header != "utf-16":   # the usual
+        if not data.startswith(b"<?xml"):
+            return header or "utf-8"
+        end = data.find(b"?>", 0, 512)
+        declared = _declared_charset(data[:end + 2] if end >= 0 else data[:512])
+        if declared is None:
+            return header or "utf-8"
+        if header is None or header == declared:
+            return declared
     named = []
     if header is not None:
         named.append(("the Content-Type", header))
@@ -108,6 +118,10 @@ def document_charset(data: bytes, content_type: Optional[str]) -> str:
             bom = name
             named.append(("the byte order mark", name))
             break
+    if header == "utf-16" and bom != "utf-16":
+        raise XRoadError(errors.INVALID_CONTENT_TYPE,
+                         "the Content-Type says UTF-16 but the message has no UTF-16 byte "
+                         "order mark: send it in UTF-8")
     if bom == "utf-16":
         chunk = data[2:514]
         head = chunk[:len(chunk) // 2 * 2].decode(
@@ -128,6 +142,20 @@ def document_charset(data: bytes, content_type: Optional[str]) -> str:
         raise XRoadError(errors.INVALID_CONTENT_TYPE,
                          f"the message's charset is ambiguous ({said}): they must agree")
     return names.pop() if names else "utf-8"
+
+
+@functools.lru_cache(maxsize=256)
+def _header_charset(content_type: str) -> Optional[str]:
+    return content_type_mod.parse(content_type).charset
+
+
+@functools.lru_cache(maxsize=256)
+def _declared_charset(declaration: bytes) -> Optional[str]:
+    """The charset an (ASCII) XML declaration names, as tunduk names it."""
+    declared = _declared_encoding(declaration.decode("latin-1"))
+    if declared is None:
+        return None
+    return content_type_mod.charset_name(declared, "the XML declaration")
 
 
 def _declared_encoding(head: str) -> Optional[str]:
@@ -152,13 +180,20 @@ def parse_xml(data: bytes, content_type: Optional[str] = None,
               limits: XmlLimits = LIMITS) -> etree._Element:
     """Parse bytes with the hardened parser, in the charset of document_charset();
     DOCTYPEs are refused outright, and what ``limits`` do not allow."""
+    return read_xml(data, content_type, limits)[0]
+
+
+def read_xml(data: bytes, content_type: Optional[str] = None,
+             limits: XmlLimits = LIMITS) -> tuple[etree._Element, str]:
+    """:func:`parse_xml` and the charset the document was read in."""
     charset = document_charset(data, content_type)
+    override: Optional[str] = charset
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     elif charset == "utf-16":
-        charset = None      # libxml2 reads the byte order mark (the override is LE only)
+        override = None     # libxml2 reads the byte order mark (the override is LE only)
     try:
-        root = etree.fromstring(data, _parser(charset))
+        root = etree.fromstring(data, _parser(override))
     except etree.XMLSyntaxError as exc:
         raise errors.XRoadError(errors.INVALID_XML,
                                 f"the message is not well-formed XML: {exc}") from None
@@ -169,7 +204,7 @@ def parse_xml(data: bytes, content_type: Optional[str] = None,
                                 "DOCTYPE declarations are not allowed in messages")
     if charset == "utf-16" or not within_at_a_glance(data, limits):
         check_limits(root, limits)
-    return root
+    return root, charset
 
 
 def within_at_a_glance(data: bytes, limits: XmlLimits) -> bool:
@@ -248,6 +283,7 @@ class Envelope:
     header: Optional[etree._Element]
     body: etree._Element
     xroad: XRoadHeaders
+    charset: str = "utf-8"      # what the message was read in (parse_envelope)
 
     @property
     def payload(self) -> Optional[etree._Element]:
@@ -365,8 +401,10 @@ def read_xroad_headers(header: Optional[etree._Element], *, request: bool) -> XR
 def parse_envelope(data: bytes, content_type: Optional[str] = None, *,
                    request: bool = True, limits: XmlLimits = LIMITS) -> Envelope:
     """Parse and check an X-Road SOAP message (request or response)."""
-    root = parse_xml(data, content_type, limits)
-    return envelope_from_tree(root, request=request)
+    root, charset = read_xml(data, content_type, limits)
+    env = envelope_from_tree(root, request=request)
+    env.charset = charset
+    return env
 
 
 def envelope_from_tree(root: etree._Element, *, request: bool = True) -> Envelope:

@@ -32,7 +32,7 @@ from lxml import etree
 from ..conf.model import LocalService
 from . import content_type as content_type_mod
 from . import access, detached, errors, exchange, getwsdl, metaservices, mime, signing
-from .envelope import (HEADER, REQUEST_HASH, Envelope, XRoadHeaders, document_charset,
+from .envelope import (HEADER, REQUEST_HASH, Envelope, XRoadHeaders,
                        envelope_from_parts, parse_envelope, read_xroad_headers, serialize)
 from .errors import XRoadError
 from .identifiers import XROAD_NS, ServiceId
@@ -108,7 +108,7 @@ class ServerSide(Side):
                     cert_der=verified.cert_der, content_type=soap_type,
                     signature=signature, replay_key=verified.replay_key)
         if msg is None:
-            if document_charset(soap, soap_type) == "utf-8":   # the client's bytes
+            if env.charset == "utf-8":   # the client's bytes
                 body, ctype = raw, BACKEND_CONTENT_TYPE
             else:
                 # Another charset: the backend gets the message as tunduk read it, in
@@ -219,7 +219,7 @@ class ServerSide(Side):
     # -- response -----------------------------------------------------------------
     def respond(self, accepted: AcceptedRequest, raw: bytes,
                 content_type: Optional[str], status: int) -> bytes:
-        msg, raw, root, header, body = self.parse_answer(raw, content_type, status,
+        msg, raw, root, header, body, _ = self.parse_answer(raw, content_type, status,
                                                     "the service")
         if not any(isinstance(c.tag, str) for c in body):
             raise XRoadError(errors.MISSING_BODY, "the service's response has an empty Body")

@@ -7,7 +7,7 @@ from lxml import etree
 
 from ..conf.model import ServerConf
 from . import errors, mime
-from .envelope import parse_xml, split_envelope
+from .envelope import read_xml, split_envelope
 from .errors import XRoadError
 from .records import make_record
 from .signing import SigningKey, TrustAnchor
@@ -41,11 +41,11 @@ class Side:
             if mime.is_multipart_related(content_type):
                 msg = mime.split(raw, content_type)
                 raw, content_type = msg.root.content, msg.root_content_type()
-            root = parse_xml(raw, content_type, self.conf.xml_limits)
+            root, charset = read_xml(raw, content_type, self.conf.xml_limits)
             header, body = split_envelope(root)
         except XRoadError as exc:
             raise XRoadError(errors.INVALID_RESPONSE,
                              f"{who} answered HTTP {status} with something that is not a "
                              f"SOAP message: {exc.message}") from None
-        return msg, raw, root, header, body
+        return msg, raw, root, header, body, charset
 

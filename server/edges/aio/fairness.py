@@ -23,22 +23,27 @@ class ServiceSlots:
         self.per_service, self.wait = per_service, wait
         self._slots: dict[Hashable, asyncio.Semaphore] = {}
 
-    @contextlib.asynccontextmanager
-    async def slot(self, service: Hashable) -> AsyncIterator[None]:
+    async def acquire(self, service: Hashable) -> asyncio.Semaphore:
+        """A slot of ``service`` (release the semaphore returned), or ServiceBusy."""
         sem = self._slots.get(service)
         if sem is None:
             sem = self._slots[service] = asyncio.Semaphore(self.per_service)
-        if sem.locked():
-            try:
-                await asyncio.wait_for(sem.acquire(), self.wait)
-            except (asyncio.TimeoutError, TimeoutError):
-                raise XRoadError(
-                    errors.SERVICE_BUSY,
-                    f"{self.per_service} requests to service {service} are in progress "
-                    f"and none ended within {self.wait:g} s: the service is slow or "
-                    "hanging; other services are not held up. Try again later") from None
-        else:
-            await sem.acquire()
+        if not sem.locked():
+            await sem.acquire()          # free: returns at once
+            return sem
+        try:
+            await asyncio.wait_for(sem.acquire(), self.wait)
+        except (asyncio.TimeoutError, TimeoutError):
+            raise XRoadError(
+                errors.SERVICE_BUSY,
+                f"{self.per_service} requests to service {service} are in progress "
+                f"and none ended within {self.wait:g} s: the service is slow or "
+                "hanging; other services are not held up. Try again later") from None
+        return sem
+
+    @contextlib.asynccontextmanager
+    async def slot(self, service: Hashable) -> AsyncIterator[None]:
+        sem = await self.acquire(service)
         try:
             yield
         finally:

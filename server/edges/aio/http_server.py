@@ -178,7 +178,8 @@ class HttpConnection(asyncio.Protocol):
         self.head_timeout = head_timeout
         self.admission = admission
         self.admitted: Optional[str] = None     # the peer address counted there
-        self.body_timer: Optional[asyncio.TimerHandle] = None
+        self.body_timer: Optional[asyncio.TimerHandle] = None   # the message's deadline
+        self.msg_deadline: Optional[float] = None
         self.transport: Optional[asyncio.Transport] = None
         self.busy = False          # a request is being handled
         self.stopped = False       # no more input is read (closing, refused, EOF)
@@ -227,6 +228,9 @@ class HttpConnection(asyncio.Protocol):
             self.admission.leave(self.admitted)
             self.admitted = None
         self._stop_body_timer()
+        if self.body_timer is not None:
+            self.body_timer.cancel()
+            self.body_timer = None
         self._stop_growing()
         self.stopped = True
         self.connections.open.discard(self)
@@ -381,8 +385,7 @@ class HttpConnection(asyncio.Protocol):
         self.raw_head, self.head_began, self.framing, self.chunk_count = 0, True, 0, 0
         # The whole head must arrive within head_timeout: a byte now and then does
         # not keep a connection (each one restarts only the idle clock).
-        self._stop_body_timer()
-        self.body_timer = self.loop.call_later(self.head_timeout, self._head_too_slow)
+        self._arm_message(self.head_timeout)
         if self.busy or self.ready:    # pipelined: parse this one, then wait
             self.transport.pause_reading()
 
@@ -406,8 +409,7 @@ class HttpConnection(asyncio.Protocol):
         self.headers_done = True
         # The whole body must arrive within body_timeout: a client trickling it (and
         # holding its share of the body budget) is refused with 408.
-        self._stop_body_timer()
-        self.body_timer = self.loop.call_later(self.body_timeout, self._body_too_slow)
+        self._arm_message(self.body_timeout)
         headers = self.headers
         for name, value in self.fields:
             key = name.decode("latin-1").lower()
@@ -502,20 +504,34 @@ class HttpConnection(asyncio.Protocol):
                        self.peer_cert_der, self.client_address, self.server_address,
                        self.tls, too_large)
 
-    def _stop_body_timer(self) -> None:
-        if self.body_timer is not None:
-            self.body_timer.cancel()
-            self.body_timer = None
+    def _arm_message(self, timeout: float) -> None:
+        """The message being read must be complete (its head, then its body) within
+        ``timeout`` s from now.  One timer per connection, moved lazily as the idle
+        one is: it re-arms itself when it fires before the deadline."""
+        self.msg_deadline = self.loop.time() + timeout
+        timer = self.body_timer
+        if timer is not None and timer.when() > self.msg_deadline:
+            timer.cancel()
+            timer = None
+        if timer is None:
+            self.body_timer = self.loop.call_at(self.msg_deadline, self._message_due)
 
-    def _body_too_slow(self) -> None:
+    def _stop_body_timer(self) -> None:
+        """No deadline for now (the timer, if any, drops itself when it fires)."""
+        self.msg_deadline = None
+
+    def _message_due(self) -> None:
         self.body_timer = None
-        if self.in_message and self.headers_done and not self.stopped:
+        deadline = self.msg_deadline
+        if deadline is None or self.stopped or not self.in_message:
+            return
+        if self.loop.time() < deadline:
+            self.body_timer = self.loop.call_at(deadline, self._message_due)
+            return
+        if self.headers_done:
             self._refuse(408, f"The request body did not arrive within "
                               f"{self.body_timeout:g} s")
-
-    def _head_too_slow(self) -> None:
-        self.body_timer = None
-        if self.in_message and not self.headers_done and not self.stopped:
+        else:
             self._refuse(408, f"The request head did not arrive within "
                               f"{self.head_timeout:g} s")
 

@@ -174,13 +174,16 @@ class ClientProxy:
     async def send(self, pending: PendingExchange) -> Response:
         """To the provider's first server that takes it."""
         attempts = Failover(pending, self.pins)
-        async with self.slots.slot(pending.request.xroad.service.without_version()):
+        slot = await self.slots.acquire(pending.request.xroad.service.without_version())
+        try:
             for host, port in attempts:
                 try:
                     return await self.pools.get(host, port).post("/", pending.body,
                                                                  attempts.headers)
                 except TransportError as exc:
                     attempts.failed(exc)
+        finally:
+            slot.release()
         raise attempts.exhausted()
 
     # -- GET ------------------------------------------------------------------------
@@ -335,11 +338,13 @@ class ServerProxy:
                 "http://localhost/", accepted.backend_body, headers)
         url = urlsplit(service.backend_url)
         pool = self.pools.get(url.scheme, url.hostname, url.port, service.timeout)
+        slot = await self.slots.acquire(service.id.without_version())
         try:
-            async with self.slots.slot(service.id.without_version()):
-                resp = await pool.post(backend_path(url), accepted.backend_body, headers)
+            resp = await pool.post(backend_path(url), accepted.backend_body, headers)
         except TransportError as exc:
             raise unreachable(service, exc) from None
+        finally:
+            slot.release()
         return resp.status, resp.headers, resp.body
 
     async def fetch_wsdl(self, service: LocalService) -> bytes:
