@@ -25,6 +25,7 @@ bench: $(STAMP)
 	@command -v wrk >/dev/null || { export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get install -y -q wrk || { apt-get update -q && apt-get install -y -q wrk; }; } \
 	  || echo "wrk could not be installed: using the Python load generator" >&2
+	$(BIN)/pip install -q -e '.[test,bench]'
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:

@@ -4,7 +4,8 @@
 optionally sleeping before every call (the "slow backend" scenario).
 ``python -m bench.apps aioproxy PORT UPSTREAM_URL``: a pass-through proxy on the
 event-loop engine's HTTP server and client (edges/aio) and no security work, so the
-"plain proxies" scenario uses the same HTTP stack as the security servers.
+"plain proxies" scenario uses the same HTTP stack as the security servers;
+``aiohttpproxy``: the same on aiohttp (scenario "aiohttp", the bench extra).
 """
 from __future__ import annotations
 
@@ -56,6 +57,40 @@ class AioPassThrough:
                                     if k not in _HOP], resp.body)
 
 
+def serve_aiohttp(upstream: str, port: int) -> None:
+    """The same pass-through on aiohttp's server and pooled client (issue 13 asks what
+    a maintained stack would cost against tunduk's own HTTP code)."""
+    import asyncio
+
+    from aiohttp import ClientSession, TCPConnector, web
+    u = urlsplit(upstream)
+    target = f"http://{u.hostname}:{u.port or 80}{u.path or '/'}"
+
+    async def main() -> None:
+        session = ClientSession(connector=TCPConnector(limit=64), auto_decompress=False)
+
+        async def forward(request: web.Request) -> web.Response:
+            headers = {"Content-Type": request.headers.get("Content-Type", "text/xml")}
+            if "SOAPAction" in request.headers:
+                headers["SOAPAction"] = request.headers["SOAPAction"]
+            async with session.post(target, data=await request.read(),
+                                    headers=headers) as resp:
+                body = await resp.read()
+                return web.Response(status=resp.status, body=body, headers={
+                    k: v for k, v in resp.headers.items() if k.lower() not in _HOP})
+        app = web.Application(client_max_size=50 * 1024 * 1024)
+        app.router.add_post("/{tail:.*}", forward)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
+        await asyncio.Event().wait()
+    signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        os._exit(0)
+
+
 def serve_aio(handler, port: int) -> None:
     import asyncio
 
@@ -105,7 +140,7 @@ def serve(app: Callable, port: int, threads: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.apps")
-    p.add_argument("kind", choices=("backend", "aioproxy", "static"))
+    p.add_argument("kind", choices=("backend", "aioproxy", "aiohttpproxy", "static"))
     p.add_argument("port", type=int)
     p.add_argument("upstream", nargs="?")
     p.add_argument("--delay-ms", type=float, default=0.0)
@@ -114,10 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     if a.kind == "backend":
         from tunduk.server.services.civil_registry import wsgi_app
         app = slow(wsgi_app, a.delay_ms / 1000) if a.delay_ms else wsgi_app
-    elif a.kind == "aioproxy":
+    elif a.kind in ("aioproxy", "aiohttpproxy"):
         if not a.upstream:
             p.error(f"{a.kind} needs UPSTREAM_URL")
-        serve_aio(AioPassThrough(a.upstream), a.port)
+        if a.kind == "aiohttpproxy":
+            serve_aiohttp(a.upstream, a.port)
+        else:
+            serve_aio(AioPassThrough(a.upstream), a.port)
         return 0
     else:
         app = static()

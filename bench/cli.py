@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import json
 import os
 import platform
@@ -18,10 +19,12 @@ from typing import Callable, Optional
 
 from . import report
 
-LOAD = ("ceiling", "direct", "plain", "off", "sqlite", "postgresql", "slow", "scaling")
+LOAD = ("ceiling", "direct", "plain", "aiohttp", "off", "sqlite", "postgresql", "slow",
+        "scaling")
 MICRO = ("sign", "parse", "mlog", "pipeline")
 # measured side by side: with --rounds N each runs N times, round by round
-INTERLEAVED = ("direct", "plain", "off", "sqlite", "postgresql")
+# ("aiohttp": the plain proxies on aiohttp, against tunduk's own HTTP stack)
+INTERLEAVED = ("direct", "plain", "aiohttp", "off", "sqlite", "postgresql")
 ALL = LOAD + MICRO
 
 PROFILES = {
@@ -213,10 +216,13 @@ class Run:
     def direct(self) -> dict:
         return self.run_simple(lambda: (self.backend().url, None))
 
-    def plain(self) -> dict:
+    def plain(self, kind: str = "aioproxy") -> dict:
         from .scenarios import PlainProxies
+        if kind == "aiohttpproxy" and importlib.util.find_spec("aiohttp") is None:
+            raise _Skip("aiohttp is not installed (pip install -e '.[bench]')")
+
         def start():
-            p = PlainProxies(self.work, self.backend().url)
+            p = PlainProxies(self.work, self.backend().url, kind)
             return p.url, p
         return self.run_simple(start)
 
@@ -346,6 +352,9 @@ def interleaved(a: argparse.Namespace, run: Run) -> None:
         todo.append(("direct", "direct", run.direct))
     if "plain" in sel:
         todo.append(("plain", "plain", run.plain))
+    if "aiohttp" in sel:
+        todo.append(("plain proxies on aiohttp", "aiohttp",
+                     lambda: run.plain("aiohttpproxy")))
     for log in ("off", "sqlite", "postgresql"):
         if log in sel:
             todo.append((f"tunduk log={log} {kt}", f"tunduk_{log}_{kt}",

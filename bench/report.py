@@ -146,6 +146,7 @@ def analyse(res: dict) -> None:
         "tunduk_off/plain": (off, plain),
         "tunduk_postgresql/direct": (sc.get(f"tunduk_postgresql_{kt.lower()}"), direct),
         "plain/direct": (plain, direct),
+        "aiohttp/plain": (sc.get("aiohttp"), plain),
         "direct/tunduk_sqlite": (direct, sqlite),
         "ceiling/direct": (sc.get("ceiling"), direct),
     }
@@ -184,6 +185,8 @@ def rows(res: dict) -> list[Row]:
         out.append(_load_row(f"direct: backend alone, c={c}", sc["direct"]))
     if "plain" in sc:
         out.append(_load_row(f"plain proxies A→B→backend, c={c}", sc["plain"]))
+    if "aiohttp" in sc:
+        out.append(_load_row(f"plain proxies on aiohttp A→B→backend, c={c}", sc["aiohttp"]))
     for key, d in sc.items():
         if key.startswith("tunduk_"):
             out.append(_load_row(f"{_label(key)}, c={c}", d))
@@ -209,6 +212,7 @@ def rows(res: dict) -> list[Row]:
     ratio_row("ratio tunduk off / plain proxies", "tunduk_off/plain")
     ratio_row("ratio tunduk postgresql / direct", "tunduk_postgresql/direct")
     ratio_row("ratio plain proxies / direct", "plain/direct")
+    ratio_row("ratio plain proxies: aiohttp / own HTTP stack (req/s)", "aiohttp/plain")
     ratio_row("ratio direct / tunduk sqlite (generator headroom)", "direct/tunduk_sqlite")
     ratio_row("ratio generator ceiling / direct", "ceiling/direct")
     ch = checks.get("cpu_ms_per_exchange_sqlite")
@@ -216,7 +220,8 @@ def rows(res: dict) -> list[Row]:
         out.append(Row("CPU per exchange, tunduk sqlite (both servers)",
                        value=f"{ch['value']:.2f} ms", target=_target_text(ch),
                        result=ch["status"]))
-    split = [("plain", "plain proxies (both)")] + [
+    split = [("plain", "plain proxies (both)"),
+             ("aiohttp", "plain proxies on aiohttp (both)")] + [
         (k, f"{_label(k)} (both servers)") for k in sc if k.startswith("tunduk_")]
     for key, label in split:
         d = sc.get(key)

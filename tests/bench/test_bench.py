@@ -73,14 +73,17 @@ def test_python_generator_fallback_counts_requests():
     assert r.errors == 0 and r.rps > 0 and r.p99_ms >= r.p50_ms > 0
 
 
-def test_plain_proxies_forward_the_answer_unchanged(tmp_path):
+@pytest.mark.parametrize("kind", ["aioproxy", "aiohttpproxy"])
+def test_plain_proxies_forward_the_answer_unchanged(tmp_path, kind):
+    if kind == "aiohttpproxy":
+        pytest.importorskip("aiohttp", reason="the bench extra (pip install -e '.[bench]')")
     from bench.scenarios import PlainProxies
     from tests.http_helpers import post
     port = free_port()
     server = wsgi.Server(("127.0.0.1", port), static(b"<fixed/>"), numthreads=4)
     server.prepare()
     threading.Thread(target=server.serve, daemon=True).start()
-    proxies = PlainProxies(tmp_path, f"http://127.0.0.1:{port}/", "aioproxy")
+    proxies = PlainProxies(tmp_path, f"http://127.0.0.1:{port}/", kind)
     try:
         reply = post(proxies.url, b"<x/>", headers={"SOAPAction": '""'})
     finally:
