@@ -76,9 +76,17 @@ class Part:
         the headers read here (Content-Type, Content-ID, Content-Transfer-Encoding)
         is there twice."""
         wanted = name.lower().encode("ascii")
-        lines = re.split(rb"\r?\n", self.header_block)
+        block = self.header_block
+        if b"\r" in block.replace(b"\r\n", b""):
+            raise XRoadError(errors.INVALID_MESSAGE,
+                             "a MIME part header of the multipart/related message holds a "
+                             "carriage return that does not end a line: parsers split it "
+                             "differently")
+        lines = re.split(rb"\r?\n", block)
         found = None
         for i, line in enumerate(lines):
+            if line[:1] in (b" ", b"\t"):
+                continue        # a continuation line is never a header of its own
             key, sep, value = line.partition(b":")
             if sep and key.strip().lower() == wanted:
                 if found is not None:
@@ -195,6 +203,12 @@ def split(body: bytes, content_type: Optional[str]) -> Multipart:
         raise XRoadError(errors.INVALID_CONTENT_TYPE,
                          "the multipart boundary must be ASCII") from None
     found = list(_delimiters(bnd).finditer(body))
+    if b"\r--" + bnd in body:
+        # a carriage return alone ends a line for the email package, not here
+        raise XRoadError(errors.INVALID_MESSAGE,
+                         f"the multipart/related body holds --{boundary} after a carriage "
+                         "return that does not end a line: parsers split such a body "
+                         "differently")
     if not found:
         raise XRoadError(errors.INVALID_CONTENT_TYPE,
                          f"the Content-Type says multipart/related with boundary "
@@ -278,13 +292,13 @@ def replace_root(msg: Multipart, content: bytes) -> tuple[bytes, str, str]:
     """(body, Content-Type, root part Content-Type) of ``msg`` with the root part's
     content replaced by ``content``, a UTF-8 serialisation.
 
-    The root part gets a header block written here (:func:`root_header_block`); the
-    other parts are written back byte for byte.  The boundary is kept unless the new
+    The root part gets a header block written here (:func:`root_header_block`) and
+    goes first; the other parts are written back byte for byte, in their order.  The boundary is kept unless the new
     content happens to contain a delimiter line; then a fresh one is used.
     """
+    # The root goes first: a receiver that ignores ``start`` takes the first part.
     root = make_part(root_header_block(msg.root), content)
-    parts = list(msg.parts)
-    parts[msg.root_index] = root
+    parts = [root, *msg.attachments]
     boundary = msg.boundary
     if _collides(parts, boundary):
         boundary = f"tunduk-{uuid.uuid4().hex}"

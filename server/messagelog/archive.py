@@ -31,10 +31,11 @@ import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
+from ..core.detached import MAX_LIFETIME, MAX_SKEW
 from . import chain
 from .record import format_time, parse_time
 
@@ -561,6 +562,11 @@ def _check_coverage(manifest: dict, covered_to: int, pinned: bool, allow_unstamp
                                "signature vouches for them")
 
 
+#: How long a record must stay in the live store: a signature is accepted from
+#: MAX_SKEW before its Created to MAX_SKEW after its Expires (core/detached.py).
+REPLAY_WINDOW = timedelta(seconds=MAX_LIFETIME + 2 * MAX_SKEW)
+
+
 def archive_until(store, server_id: str, until: datetime, out_dir: Path,
                   timestamped: bool, signer: ManifestSigner,
                   tsa_cert_der: Optional[bytes] = None, progress: Progress = None, *,
@@ -574,6 +580,9 @@ def archive_until(store, server_id: str, until: datetime, out_dir: Path,
     """
     head = store.head(server_id)
     first = head.archived_seq + 1
+    # A request record holds its replay key: removing it while the signature could
+    # still verify would let that request be served again.
+    until = min(until, datetime.now(timezone.utc) - REPLAY_WINDOW)
     last = store.last_seq_before(server_id, until)
     if timestamped:
         ends = [t.last_seq for t in store.timestamps(server_id, first, last)

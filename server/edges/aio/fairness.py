@@ -22,12 +22,28 @@ class ServiceSlots:
     def __init__(self, per_service: int = PER_SERVICE, wait: float = WAIT) -> None:
         self.per_service, self.wait = per_service, wait
         self._slots: dict[Hashable, asyncio.Semaphore] = {}
+        self._held: dict[Hashable, int] = {}
 
-    async def acquire(self, service: Hashable) -> asyncio.Semaphore:
-        """A slot of ``service`` (release the semaphore returned), or ServiceBusy."""
+    async def acquire(self, service: Hashable) -> "_Slot":
+        """A slot of ``service`` (``release()`` it), or ServiceBusy."""
         sem = self._slots.get(service)
         if sem is None:
             sem = self._slots[service] = asyncio.Semaphore(self.per_service)
+        await self._take(sem, service)
+        self._held[service] = self._held.get(service, 0) + 1
+        return _Slot(self, service, sem)
+
+    def _released(self, service: Hashable) -> None:
+        # services are named by callers: keep only those with requests in progress
+        # (none held means none waits either: a request waits only while all are held)
+        held = self._held[service] - 1
+        if held:
+            self._held[service] = held
+        else:
+            del self._held[service]
+            del self._slots[service]
+
+    async def _take(self, sem: asyncio.Semaphore, service: Hashable) -> asyncio.Semaphore:
         if not sem.locked():
             await sem.acquire()          # free: returns at once
             return sem
@@ -43,8 +59,23 @@ class ServiceSlots:
 
     @contextlib.asynccontextmanager
     async def slot(self, service: Hashable) -> AsyncIterator[None]:
-        sem = await self.acquire(service)
+        held = await self.acquire(service)
         try:
             yield
         finally:
-            sem.release()
+            held.release()
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+
+class _Slot:
+    __slots__ = ("slots", "service", "sem")
+
+    def __init__(self, slots: ServiceSlots, service: Hashable,
+                 sem: asyncio.Semaphore) -> None:
+        self.slots, self.service, self.sem = slots, service, sem
+
+    def release(self) -> None:
+        self.sem.release()
+        self.slots._released(self.service)

@@ -342,7 +342,9 @@ class HttpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.stopped:
             return
-        if not self.busy:
+        if not self.busy and self.in_message:
+            # bytes of a request restart the idle clock; bytes between requests (the
+            # CRLFs llhttp skips) do not, or a client could hold a connection with them
             self._arm_idle()
         messages, size, in_body = self.messages, self.size, \
             self.in_message and self.headers_done

@@ -185,3 +185,41 @@ def test_boundary_prefix_inside_content_is_not_a_delimiter():
     body = (b"--b\r\nContent-Type: text/xml\r\n\r\n<x/>\r\n--bb\r\n--b-x\r\n--b--")
     msg = mime.split(body, "multipart/related; boundary=b")
     assert msg.root.content == b"<x/>\r\n--bb\r\n--b-x"
+
+
+FORGED = b"<forged/>"
+
+
+def test_the_root_is_sent_first_whatever_start_named():
+    """spyne takes the first part as the envelope, whatever ``start`` says: a forged
+    envelope before the root tunduk checked reached the backend."""
+    body = (b"--b\r\nContent-Type: text/xml\r\nContent-ID: <att1>\r\n\r\n" + FORGED +
+            b"\r\n--b\r\nContent-Type: text/xml\r\nContent-ID: <root>\r\n\r\n<x/>"
+            b"\r\n--b--")
+    msg = mime.split(body, 'multipart/related; type="text/xml"; start="<root>"; boundary=b')
+    out, ctype, _ = mime.replace_root(msg, b"<checked/>")
+    again = mime.split(out, ctype)
+    assert again.root_index == 0 and again.root.content == b"<checked/>"
+    assert again.parts[0].content == b"<checked/>"
+    assert [p.raw for p in again.attachments] == [p.raw for p in msg.attachments]
+
+
+@pytest.mark.parametrize("body,words", [
+    # a delimiter after a lone CR: the email package splits there, tunduk did not
+    (b"--b\r\nContent-Type: text/xml\r\nContent-ID: <root>\r\n\r\n<x/>"
+     b"\r\n--b\r\nContent-ID: <a>\r\n\r\ndata\r--b\r\nContent-Type: text/xml\r\n"
+     b"Content-ID: <root2>\r\n\r\n<forged/>\r\n--b--", "after a carriage return"),
+    (b"--b\r\nContent-Type: text/xml\rContent-ID: <root>\r\n\r\n<x/>\r\n--b--",
+     "carriage return"),
+])
+def test_bodies_parsers_split_differently_are_refused(body, words):
+    with pytest.raises(XRoadError) as exc:
+        mime.split(body, 'multipart/related; boundary=b').root.content_type
+    assert exc.value.code == errors.INVALID_MESSAGE
+    assert words in exc.value.message
+
+
+def test_a_continuation_line_is_not_a_header():
+    part = mime.make_part(b"Content-Type: text/plain;\r\n Content-ID: <fake>\r\n\r\n", b"x")
+    assert part.content_id is None
+    assert part.content_type == "text/plain; Content-ID: <fake>"

@@ -532,3 +532,21 @@ def test_bad_time_is_one_line_exit_2(tmp_path, signer, capsys, argv):
                         SERVER_ID]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "'garbage' is not an ISO-8601 time" in err
+
+
+def test_records_within_the_replay_window_stay_in_the_live_store(store, signer, tmp_path,
+                                                                 manifest_signer):
+    """Archiving up to now removed request records whose replay keys still counted:
+    a replay was then served again.  Records younger than the acceptance window of a
+    signature (lifetime plus twice the skew) are never archived."""
+    from dataclasses import replace
+    now = dt.datetime.now(dt.timezone.utc)
+    old = replace(signer.record(1), created=now - dt.timedelta(hours=1))
+    fresh = replace(signer.record(2), created=now - dt.timedelta(seconds=60),
+                    replay_key="f" * 64)
+    store.append(SERVER_ID, [old, fresh])
+    res = archive_until(store, SERVER_ID, now + dt.timedelta(days=1), tmp_path / "a",
+                        timestamped=False, signer=manifest_signer, allow_unstamped=True)
+    assert res is not None and store.head(SERVER_ID).archived_seq == 1
+    assert store.append(SERVER_ID, [replace(signer.record(3), replay_key="f" * 64)]) \
+        == [None]

@@ -78,7 +78,7 @@ def test_archive_and_verify_are_linear_in_namespaces_and_attributes(
     log = open_message_log(ml_conf, tmp_path, "KG/GOV/70000001/ss1")
     log.log(LogRecord("m1", "KG/GOV/70000002/centre", "KG/GOV/70000001/r/op/v1",
                       "request", "server", raw, signer.cert_der, _libxml2(soap),
-                      dt.datetime.now(dt.timezone.utc)))
+                      dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)))
     log.close()
     store = factory()
     t0 = time.perf_counter()

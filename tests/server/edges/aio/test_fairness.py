@@ -101,3 +101,20 @@ def test_requests_hanging_on_one_service_leave_room_for_the_others(run_federatio
         first[0].result().fault_string
     assert other.status == 200, other.body
     assert [r.status for r in rest] == [200] * 3
+
+
+def test_slots_of_services_no_longer_in_use_are_forgotten():
+    """Service codes are the caller's to choose: one slot table per code ever seen
+    would grow without bound."""
+    async def scenario():
+        slots = ServiceSlots(per_service=2, wait=0.05)
+        for i in range(100):
+            held = await slots.acquire(f"svc{i}")
+            held.release()
+        first, second = await slots.acquire("a"), await slots.acquire("a")
+        assert len(slots) == 1
+        first.release()
+        assert len(slots) == 1
+        second.release()
+        return len(slots)
+    assert asyncio.run(scenario()) == 0

@@ -774,3 +774,28 @@ def test_admission_counts_per_peer_and_in_total():
     assert "max_connections)" in a.admit("10.0.0.3")
     a.leave("10.0.0.1")
     assert a.admit("10.0.0.3") is None and a.total == 3
+
+
+def test_crlf_between_requests_does_not_keep_a_connection_open(serve):
+    """llhttp skips CRLFs before a request line without beginning a message: sent
+    every now and then they restarted the idle clock, and the connection stayed."""
+    port = serve(Echo(), idle_timeout=0.5, head_timeout=5)
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        closed = False
+        for _ in range(40):            # the attack: CRLF every 50 ms, for 2 s
+            try:
+                s.sendall(b"\r\n")
+            except OSError:
+                closed = True
+                break
+            s.settimeout(0.05)
+            try:
+                if s.recv(65536) == b"":
+                    closed = True
+                    break
+            except socket.timeout:
+                continue
+            except OSError:
+                closed = True
+                break
+    assert closed
