@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
+from datetime import datetime, timezone
 from typing import Optional
 
 import psycopg2
@@ -27,8 +28,9 @@ import psycopg2.extensions as pgext
 from . import chain
 from .loop_writer import CLOSE_WAIT, LoopQueue
 from .postgres import LOCK_HEAD_SQL, batch_sql
-from .store import (Head, KnownCerts, PreparedRecord, chain_rows, replay_keys,
-                    without_duplicates)
+from .record import format_time
+from .store import (PRUNE_EVERY, Head, KnownCerts, PreparedRecord, chain_rows,
+                    replay_cutoff, replay_keys, without_duplicates)
 
 _CREATE_HEAD_SQL = ("INSERT INTO chain_head (server_id, seq, hash, archived_seq, "
                     "archived_hash) VALUES (%s, 0, %s, 0, %s) ON CONFLICT DO NOTHING; "
@@ -45,6 +47,7 @@ class PostgresLoopWriter(LoopQueue):
         self.connect_timeout = connect_timeout
         self._conn = None
         self._known = KnownCerts()
+        self._batches = 0
         self._task: Optional[asyncio.Task] = None
         self._watched: Optional[int] = None     # fd a _wait has registered with the loop
 
@@ -95,13 +98,19 @@ class PostgresLoopWriter(LoopQueue):
             row = await self._query(conn, _CREATE_HEAD_SQL, (
                 self.server_id, chain.GENESIS, chain.GENESIS, self.server_id))
         head = Head(int(row[0]), row[1], int(row[2]), row[3])
-        keys = replay_keys(records)
+        keys = list(dict.fromkeys(replay_keys(records)))
         seen: set = set()
         cur = conn.cursor()
-        if keys:     # after the head lock: every writer of the chain takes it first
-            await self._execute(conn, cur, "SELECT replay_key FROM records WHERE "
-                                "replay_key = ANY(%s)", (keys,))
-            seen = {r[0] for r in cur.fetchall()}
+        self._batches += 1
+        if self._batches % PRUNE_EVERY == 0:
+            await self._execute(conn, cur, "DELETE FROM replay_keys WHERE seen < %s",
+                                (replay_cutoff(),))
+        if keys:     # claimed once for the database (store.claim_replay_keys)
+            await self._execute(
+                conn, cur, "INSERT INTO replay_keys (replay_key, seen) SELECT k, %s "
+                "FROM unnest(%s::text[]) AS k ON CONFLICT DO NOTHING RETURNING replay_key",
+                (format_time(datetime.now(timezone.utc)), keys))
+            seen = set(keys) - {r[0] for r in cur.fetchall()}
         keep, dup = without_duplicates(records, seen)
         new_certs = self._known.missing(keep)
         rows, seq, last = chain_rows(self.server_id, head, keep)

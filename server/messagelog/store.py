@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Iterator, Optional, Sequence
 
 from . import chain
@@ -63,7 +63,15 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "CREATE TABLE health_probe (id INTEGER PRIMARY KEY, at TEXT NOT NULL)",
         "INSERT INTO health_probe (id, at) VALUES (1, '')",
     ]),
+    # Replay keys claimed once for the whole database: two security servers (two
+    # chains, two head locks) sharing one log cannot both accept one signing act.
+    (4, [
+        "CREATE TABLE replay_keys (replay_key TEXT PRIMARY KEY, seen TEXT NOT NULL)",
+    ]),
 ]
+#: Claimed replay keys are kept this long (a signature's acceptance window, and more).
+REPLAY_KEEP_SECONDS = 900
+PRUNE_EVERY = 1000       # batches between removals of keys past REPLAY_KEEP_SECONDS
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 _RECORD_COLS = ("r.server_id, r.seq, r.message_id, r.client, r.service, r.direction, "
@@ -156,6 +164,11 @@ def replay_keys(records: Sequence[PreparedRecord]) -> list[str]:
     return [r.replay_key for r in records if r.replay_key is not None]
 
 
+def replay_cutoff() -> str:
+    """Claimed keys older than this (stored time text) may go."""
+    return format_time(datetime.now(timezone.utc) - timedelta(seconds=REPLAY_KEEP_SECONDS))
+
+
 def chain_rows(server_id: str, head: "Head", records: Sequence[PreparedRecord]
                ) -> tuple[list[tuple], int, str]:
     """The records' table rows linked after ``head``, and the new head's seq and
@@ -191,6 +204,7 @@ class SqlStore:
 
     def __init__(self) -> None:
         self._certs_stored = KnownCerts()
+        self._batches = 0
         self.conn = self._connect()
         self._migrate()
 
@@ -318,8 +332,7 @@ class SqlStore:
                 if self._is_disconnect(exc):
                     raise ConnectionLost(f"{type(exc).__name__}: {exc}") from exc
                 raise
-            # after the head lock: every writer of the chain takes it first
-            stored = self.stored_replay_keys(cur, replay_keys(records))
+            stored = self.claim_replay_keys(cur, replay_keys(records))
             keep, dup = without_duplicates(records, stored)
             new_certs = self._certs_stored.missing(keep)
             rows, seq, last = chain_rows(server_id, head, keep)
@@ -343,13 +356,24 @@ class SqlStore:
             self._rollback()
             raise
 
-    def stored_replay_keys(self, cur, keys: list[str]) -> set:
-        """Which of ``keys`` a stored record holds."""
+    def claim_replay_keys(self, cur, keys: list[str]) -> set:
+        """Claim ``keys`` in this transaction; the ones claimed before (duplicates).
+        A unique key table, not a lookup: a concurrent claim of the same key by
+        another chain's writer waits for this transaction and then finds it."""
+        self._batches += 1
+        if self._batches % PRUNE_EVERY == 0:
+            self._exec(cur, "DELETE FROM replay_keys WHERE seen < ?",
+                       (replay_cutoff(),))
         if not keys:
             return set()
-        marks = ",".join([self.PARAM] * len(keys))
-        cur.execute(f"SELECT replay_key FROM records WHERE replay_key IN ({marks})", keys)
-        return {row[0] for row in cur.fetchall()}
+        now = format_time(datetime.now(timezone.utc))
+        seen = set()
+        for key in dict.fromkeys(keys):
+            self._exec(cur, self._insert_ignore("replay_keys", "replay_key, seen", 2),
+                       (key, now))
+            if cur.rowcount == 0:
+                seen.add(key)
+        return seen
 
     def _begin_and_lock_head(self, cur, server_id: str) -> Head:
         self._begin_write()

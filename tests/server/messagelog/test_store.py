@@ -347,3 +347,40 @@ def test_a_replay_key_is_written_once(store, signer, factory):
         == [None]
     assert store.head(SERVER_ID).seq == 4
     assert verify_store(store, SERVER_ID) == []
+
+
+def test_a_replay_key_is_claimed_once_across_chains(store, signer):
+    """Two security servers (two chains, two head locks) sharing one log: a signing
+    act accepted by one is refused by the other."""
+    from dataclasses import replace
+    key = "e" * 64
+    assert store.append(SERVER_ID, [replace(signer.record(1), replay_key=key)]) == [1]
+    assert store.append("KG/GOV/70000001/ss2",
+                        [replace(signer.record(2), replay_key=key)]) == [None]
+
+
+def test_concurrent_claims_of_one_replay_key_by_two_chains(ml_conf, factory, signer):
+    """The race: server ss1's batch claimed a key and has not committed; ss2's batch
+    with the same key (another head lock) must wait for it and then see it."""
+    import threading
+    from dataclasses import replace
+    if ml_conf.backend != "postgresql":
+        pytest.skip("SQLite takes one write lock for the whole file")
+    key = "c" * 64
+    first, second = factory(), factory()
+    try:
+        cur = first.conn.cursor()
+        first._begin_and_lock_head(cur, SERVER_ID)
+        assert first.claim_replay_keys(cur, [key]) == set()
+        out = []
+        t = threading.Thread(target=lambda: out.append(second.append(
+            "KG/GOV/70000001/ss2", [replace(signer.record(1), replay_key=key)])))
+        t.start()
+        t.join(0.5)
+        assert t.is_alive()            # waiting for the first claim to end
+        first._commit()
+        t.join(10)
+        assert out == [[None]]
+    finally:
+        first.close()
+        second.close()
