@@ -57,6 +57,16 @@ class AioPassThrough:
                                     if k not in _HOP], resp.body)
 
 
+def _run_until_stopped(main) -> None:
+    """Run a server coroutine until SIGTERM or ^C; nothing to flush: leave at once."""
+    import asyncio
+    signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
+    try:
+        asyncio.run(main)
+    except KeyboardInterrupt:
+        os._exit(0)
+
+
 def serve_aiohttp(upstream: str, port: int) -> None:
     """The same pass-through on aiohttp's server and pooled client (issue 13 asks what
     a maintained stack would cost against tunduk's own HTTP code)."""
@@ -84,11 +94,7 @@ def serve_aiohttp(upstream: str, port: int) -> None:
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
         await asyncio.Event().wait()
-    signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
-    try:
-        asyncio.run(main())
-    except KeyboardInterrupt:
-        os._exit(0)
+    _run_until_stopped(main())
 
 
 def serve_aio(handler, port: int) -> None:
@@ -103,11 +109,7 @@ def serve_aio(handler, port: int) -> None:
                                                         connections=conns),
                                  "127.0.0.1", port, backlog=1024)
         await asyncio.Event().wait()
-    signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
-    try:
-        asyncio.run(main())
-    except KeyboardInterrupt:
-        os._exit(0)
+    _run_until_stopped(main())
 
 
 STATIC_ANSWER = (

@@ -52,10 +52,6 @@ class PendingExchange:
     records: list = field(default_factory=list)
 
 
-def check_content_type(content_type: Optional[str]) -> None:
-    content_type_mod.soap_request(content_type)
-
-
 def written_content_type(env: Envelope) -> str:
     """The Content-Type tunduk sends with a plain SOAP message: text/xml and the
     charset it was read in, never the sender's string."""
@@ -73,7 +69,7 @@ class ClientSide(Side):
             msg = mime.split(raw, content_type)
             soap, soap_type = msg.root.content, msg.root_content_type()
         else:
-            check_content_type(content_type)
+            content_type_mod.soap_request(content_type)
             soap, soap_type = raw, content_type
         self.log.check_accepting()
         env = parse_envelope(soap, soap_type, request=True, limits=self.conf.xml_limits)

@@ -171,11 +171,6 @@ def _declared_encoding(head: str) -> Optional[str]:
     return m.group(3)
 
 
-def plain_utf8(data: bytes, content_type: Optional[str]) -> bool:
-    """Whether ``data`` is read as UTF-8 (by every parser: see document_charset)."""
-    return document_charset(data, content_type) == "utf-8"
-
-
 def parse_xml(data: bytes, content_type: Optional[str] = None,
               limits: XmlLimits = LIMITS) -> etree._Element:
     """Parse bytes with the hardened parser, in the charset of document_charset();

@@ -29,7 +29,7 @@ from . import chain
 from .loop_writer import CLOSE_WAIT, LoopQueue
 from .postgres import LOCK_HEAD_SQL, batch_sql
 from .record import format_time
-from .store import (PRUNE_EVERY, Head, KnownCerts, PreparedRecord, chain_rows,
+from .store import (PRUNE_EVERY, PRUNE_REPLAY_KEYS_SQL, Head, KnownCerts, PreparedRecord, chain_rows,
                     replay_cutoff, replay_keys, without_duplicates)
 
 _CREATE_HEAD_SQL = ("INSERT INTO chain_head (server_id, seq, hash, archived_seq, "
@@ -103,7 +103,7 @@ class PostgresLoopWriter(LoopQueue):
         cur = conn.cursor()
         self._batches += 1
         if self._batches % PRUNE_EVERY == 0:
-            await self._execute(conn, cur, "DELETE FROM replay_keys WHERE seen < %s",
+            await self._execute(conn, cur, PRUNE_REPLAY_KEYS_SQL.replace("?", "%s"),
                                 (replay_cutoff(),))
         if keys:     # claimed once for the database (store.claim_replay_keys)
             await self._execute(

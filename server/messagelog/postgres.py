@@ -15,7 +15,7 @@ import psycopg2
 from .store import Head, SqlStore
 
 _SCHEMA_LOCK_KEY = 0x74756E64  # "tund": advisory lock serialising schema upgrades
-_RECORD_VALUES = "(" + ",".join(["%s"] * 14) + ")"
+_RECORD_VALUES = "(" + ",".join(["%s"] * 13) + ")"
 LOCK_HEAD_SQL = ("SELECT seq, hash, archived_seq, archived_hash FROM chain_head "
                  "WHERE server_id = %s FOR UPDATE")
 
@@ -33,7 +33,7 @@ def batch_sql(cur, server_id: str, certs: list[tuple[str, bytes]], rows: list[tu
     if rows:
         parts.append(b"INSERT INTO records (server_id, seq, message_id, client, service, "
                      b"direction, side, envelope, cert_sha256, body_sha256, created, "
-                     b"prev_hash, hash, replay_key) VALUES "
+                     b"prev_hash, hash) VALUES "
                      + b",".join(cur.mogrify(_RECORD_VALUES, r) for r in rows))
     parts.append(cur.mogrify("UPDATE chain_head SET seq = %s, hash = %s "
                              "WHERE server_id = %s", (seq, head_hash, server_id)))

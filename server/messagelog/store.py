@@ -52,26 +52,22 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             stamped_at TEXT NOT NULL,
             PRIMARY KEY (server_id, last_seq))""",
     ]),
-    # A received request's replay key: a provider accepts each signing act once.
+    # Replay keys claimed once for the whole database: a provider accepts each
+    # signing act once, and two security servers (two chains, two head locks)
+    # sharing one log cannot both accept it.
     (2, [
-        "ALTER TABLE records ADD COLUMN replay_key TEXT",
-        "CREATE INDEX records_replay_key ON records (replay_key) "
-        "WHERE replay_key IS NOT NULL",
+        "CREATE TABLE replay_keys (replay_key TEXT PRIMARY KEY, seen TEXT NOT NULL)",
     ]),
     # One row a health check rewrites: can this server write its log right now?
     (3, [
         "CREATE TABLE health_probe (id INTEGER PRIMARY KEY, at TEXT NOT NULL)",
         "INSERT INTO health_probe (id, at) VALUES (1, '')",
     ]),
-    # Replay keys claimed once for the whole database: two security servers (two
-    # chains, two head locks) sharing one log cannot both accept one signing act.
-    (4, [
-        "CREATE TABLE replay_keys (replay_key TEXT PRIMARY KEY, seen TEXT NOT NULL)",
-    ]),
 ]
 #: Claimed replay keys are kept this long (a signature's acceptance window, and more).
 REPLAY_KEEP_SECONDS = 900
 PRUNE_EVERY = 1000       # batches between removals of keys past REPLAY_KEEP_SECONDS
+PRUNE_REPLAY_KEYS_SQL = "DELETE FROM replay_keys WHERE seen < ?"
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 _RECORD_COLS = ("r.server_id, r.seq, r.message_id, r.client, r.service, r.direction, "
@@ -181,8 +177,7 @@ def chain_rows(server_id: str, head: "Head", records: Sequence[PreparedRecord]
         seq += 1
         h = link(prev, prefix, seq, r.tail)
         rows.append((server_id, seq, r.message_id, r.client, r.service, r.direction,
-                     r.side, r.envelope, r.cert_sha256, r.body_sha256, r.created, prev, h,
-                     r.replay_key))
+                     r.side, r.envelope, r.cert_sha256, r.body_sha256, r.created, prev, h))
         prev = h
     return rows, seq, prev
 
@@ -314,7 +309,7 @@ class SqlStore:
     # -- writes ------------------------------------------------------------------------
     _INSERT_RECORD = ("INSERT INTO records (server_id, seq, message_id, client, service, "
                       "direction, side, envelope, cert_sha256, body_sha256, created, "
-                      "prev_hash, hash, replay_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+                      "prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
 
     def append(self, server_id: str, records: Sequence[LogRecord]) -> list[Optional[int]]:
         """Chain and insert ``records`` in one transaction; return their seqs (None for
@@ -362,8 +357,7 @@ class SqlStore:
         another chain's writer waits for this transaction and then finds it."""
         self._batches += 1
         if self._batches % PRUNE_EVERY == 0:
-            self._exec(cur, "DELETE FROM replay_keys WHERE seen < ?",
-                       (replay_cutoff(),))
+            self._exec(cur, PRUNE_REPLAY_KEYS_SQL, (replay_cutoff(),))
         if not keys:
             return set()
         now = format_time(datetime.now(timezone.utc))

@@ -8,8 +8,7 @@ Each service may use ``per_service`` of them; a request beyond that waits at mos
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from typing import AsyncIterator, Hashable
+from typing import Hashable
 
 from ...core import errors
 from ...core.errors import XRoadError
@@ -56,14 +55,6 @@ class ServiceSlots:
                 f"and none ended within {self.wait:g} s: the service is slow or "
                 "hanging; other services are not held up. Try again later") from None
         return sem
-
-    @contextlib.asynccontextmanager
-    async def slot(self, service: Hashable) -> AsyncIterator[None]:
-        held = await self.acquire(service)
-        try:
-            yield
-        finally:
-            held.release()
 
     def __len__(self) -> int:
         return len(self._slots)

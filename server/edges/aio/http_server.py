@@ -227,7 +227,7 @@ class HttpConnection(asyncio.Protocol):
         if self.admitted is not None:
             self.admission.leave(self.admitted)
             self.admitted = None
-        self._stop_body_timer()
+        self._clear_message_deadline()
         if self.body_timer is not None:
             self.body_timer.cancel()
             self.body_timer = None
@@ -471,7 +471,7 @@ class HttpConnection(asyncio.Protocol):
         self.chunked = False
 
     def on_message_complete(self) -> None:
-        self._stop_body_timer()
+        self._clear_message_deadline()
         self._take_unreserved()
         self._stop_growing()
         self.in_message = False
@@ -518,7 +518,7 @@ class HttpConnection(asyncio.Protocol):
         if timer is None:
             self.body_timer = self.loop.call_at(self.msg_deadline, self._message_due)
 
-    def _stop_body_timer(self) -> None:
+    def _clear_message_deadline(self) -> None:
         """No deadline for now (the timer, if any, drops itself when it fires)."""
         self.msg_deadline = None
 

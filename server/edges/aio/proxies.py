@@ -23,7 +23,8 @@ from tunduk.schemas import SCHEMA_NAMES, schema_bytes
 
 from ...conf.model import LegacyAlias, LocalService
 from ...core import detached, errors, getwsdl, legacy
-from ...core.client_side import SIGNED_CONTENT_TYPE, PendingExchange, check_content_type
+from ...core.client_side import SIGNED_CONTENT_TYPE, PendingExchange
+from ...core.content_type import soap_request
 from ...core.envelope import check_soap_action, parse_xml
 from ...core.errors import MLOG_FAILED, Origin, PeerFault, XRoadError
 from ...core.faults import FAULT_CONTENT_TYPE
@@ -165,7 +166,7 @@ class ClientProxy:
     async def legacy(self, alias: LegacyAlias, raw: bytes, content_type: Optional[str],
                      soap_action: Optional[str]) -> Answer:
         """A plain SOAP request on an alias path: X-Road headers added, then removed."""
-        check_content_type(content_type)
+        soap_request(content_type)
         xroad_raw = legacy.add_headers(raw, content_type, alias.client, alias.service)
         status, body, ctype = await self.exchange(xroad_raw, SIGNED_CONTENT_TYPE,
                                                   soap_action)

@@ -202,7 +202,7 @@ def test_inserted_record_found(filled):
                 (seq + 1, SERVER_ID, seq))
     _tamper(filled, "INSERT INTO records SELECT server_id, 6, 'forged', client, service, "
                     "direction, side, envelope, cert_sha256, body_sha256, created, "
-                    "prev_hash, hash, replay_key FROM records WHERE server_id = ? AND seq = 5",
+                    "prev_hash, hash FROM records WHERE server_id = ? AND seq = 5",
             (SERVER_ID,))
     problems = verify_store(filled, SERVER_ID)
     assert problems and problems[0].seq == 6

@@ -26,19 +26,17 @@ def test_a_service_gets_its_slots_and_then_a_bounded_wait():
         release = asyncio.Event()
 
         async def hold(name):
-            async with slots.slot(name):
-                await release.wait()
+            held = await slots.acquire(name)
+            await release.wait()
+            held.release()
         holders = [asyncio.create_task(hold("hang")) for _ in range(2)]
         await asyncio.sleep(0)
         with pytest.raises(XRoadError) as ei:
-            async with slots.slot("hang"):
-                pass
-        async with slots.slot("other"):       # another service is not held up
-            pass
+            await slots.acquire("hang")
+        (await slots.acquire("other")).release()   # another service is not held up
         release.set()
         await asyncio.gather(*holders)
-        async with slots.slot("hang"):        # free again
-            pass
+        (await slots.acquire("hang")).release()    # free again
         return ei.value
     err = asyncio.run(scenario())
     assert err.code == errors.SERVICE_BUSY
